@@ -1,0 +1,3 @@
+from mnist_lite.cli import main
+
+main()
