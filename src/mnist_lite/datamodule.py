@@ -1,0 +1,118 @@
+"""MNIST as a LightningDataModule: whole splits in memory as ``uint8``, batches made by indexing, normalised per batch."""
+
+from typing import Literal
+
+import torch
+from jsonargparse.typing import PositiveInt, NonNegativeInt
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mnist_lite import data_source
+from mnist_lite.errors import UserError
+
+TRAIN_SIZE = 60_000  # all three datasets in data_source.DATASETS have 60k training images
+MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as torchvision's examples use them
+
+
+def normalize(images: Tensor) -> Tensor:
+    """``uint8`` images (N, 28, 28), or floats in [0, 1] of shape (N, 1, 28, 28), to the network's input."""
+    if images.dtype == torch.uint8:
+        images = images.unsqueeze(1).float().div_(255)
+    return (images - MEAN) / STD
+
+
+class InMemoryDigits(Dataset):
+    """Images and labels held as tensors.
+
+    The DataLoader hands ``__getitems__`` a whole batch of indices, so a batch is one tensor index rather than
+    64 single samples collated one by one (several times faster per batch).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def _already_batched(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    return batch
+
+
+class MNISTDataModule(LightningDataModule):
+    """MNIST (or a sibling dataset) with a seeded validation split carved from the training images.
+
+    Args:
+        data_dir: where ``<dataset>/raw/`` is written and read.
+        dataset: MNIST is bundled with the package; the others are downloaded by torchvision.
+        val_size: training images held out for validation.
+        split_seed: seed of the train/validation split, apart from the run's seed so the split never moves.
+        batch_size: training batch size (per device under DDP).
+        eval_batch_size: batch size for validation, test and predict.
+        num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        dataset: Literal["MNIST", "FashionMNIST", "KMNIST"] = "MNIST",
+        val_size: PositiveInt = 5000,
+        split_seed: int = 0,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt = 1000,
+        num_workers: NonNegativeInt = 0,
+    ) -> None:
+        super().__init__()
+        if val_size >= TRAIN_SIZE:
+            raise UserError(f"data.val_size={val_size} leaves no training images: it must be below {TRAIN_SIZE}.")
+        self.save_hyperparameters()
+        self.splits: dict[str, InMemoryDigits] = {}
+
+    def prepare_data(self) -> None:
+        data_source.prepare(self.hparams.data_dir, self.hparams.dataset)
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if stage in ("fit", "validate") and "train" not in self.splits:
+            images, labels = data_source.load(hp.data_dir, hp.dataset, train=True)
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(hp.split_seed))
+            val, train = order[: hp.val_size], order[hp.val_size :]
+            self.splits["train"] = InMemoryDigits(images[train], labels[train])
+            self.splits["val"] = InMemoryDigits(images[val], labels[val])
+        if stage in ("test", "predict") and "test" not in self.splits:
+            self.splits["test"] = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=False))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.eval_batch_size)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            self.splits[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=_already_batched,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        images, labels = batch
+        return normalize(images), labels
