@@ -1,0 +1,89 @@
+"""The LightningModule: trains and evaluates an injected network with cross-entropy and torchmetrics accuracy."""
+
+import inspect
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from mnist_lite.network import CompactCNN
+
+STAGES = ("train", "val", "test")
+
+
+class MNISTClassifier(LightningModule):
+    """Digit classification around any network that maps (N, 1, 28, 28) to (N, 10) logits.
+
+    Args:
+        net: the network; ``None`` builds the default ``CompactCNN``.
+        optimizer: builds the optimizer from the parameters; ``None`` means the seed's Adam at lr 1e-3.
+        scheduler: builds a per-step LR schedule from the optimizer. If it takes ``total_steps`` (as
+            ``OneCycleLR`` does) it is given the run's optimizer-step count, which only the trainer knows.
+        label_smoothing: cross-entropy label smoothing, in [0, 1).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module | None = None,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        # Under the CLI these are the parsed config (plain dicts and numbers), never pickled objects.
+        self.save_hyperparameters()
+        self.net = net if net is not None else CompactCNN()
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.label_smoothing = label_smoothing
+        # Keyed "<stage>_acc": a ModuleDict key may not shadow a Module attribute such as `train`.
+        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes=10, average="micro") for s in STAGES})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _common_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        accuracy = self.accuracy[f"{stage}_acc"]
+        accuracy.update(logits, labels)
+        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log(f"{stage}_acc", accuracy, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._common_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._common_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._common_step(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self(batch[0]).softmax(dim=1)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters()) if self.optimizer else torch.optim.Adam(self.parameters(), 1e-3)
+        if self.scheduler is None:
+            return optimizer
+        if _wants_total_steps(self.scheduler):
+            scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        else:
+            scheduler = self.scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _wants_total_steps(factory: LRSchedulerCallable) -> bool:
+    # jsonargparse's partial spells out every argument, unset ones as None; other callables show a signature.
+    keywords = getattr(factory, "keywords", {})
+    if "total_steps" in keywords:
+        return keywords["total_steps"] is None
+    try:
+        return "total_steps" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
