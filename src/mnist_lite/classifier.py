@@ -1,6 +1,7 @@
 """The LightningModule: trains and evaluates an injected network with cross-entropy and torchmetrics accuracy."""
 
 import inspect
+import warnings
 
 import torch
 from lightning.pytorch import LightningModule
@@ -22,7 +23,7 @@ class MNISTClassifier(LightningModule):
         optimizer: builds the optimizer from the parameters; ``None`` means the seed's Adam at lr 1e-3.
         scheduler: builds a per-step LR schedule from the optimizer. If it takes ``total_steps`` (as
             ``OneCycleLR`` does) it is given the run's optimizer-step count, which only the trainer knows.
-        label_smoothing: cross-entropy label smoothing, in [0, 1).
+        label_smoothing: cross-entropy label smoothing in training, in [0, 1).
     """
 
     def __init__(
@@ -33,8 +34,11 @@ class MNISTClassifier(LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        # Under the CLI these are the parsed config (plain dicts and numbers), never pickled objects.
-        self.save_hyperparameters()
+        with warnings.catch_warnings():
+            # Under the CLI these are the parsed config (plain dicts and numbers), never pickled objects; when
+            # load_from_checkpoint rebuilds the module from that config, Lightning would warn about `net` needlessly.
+            warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of `nn.Module`")
+            self.save_hyperparameters()
         self.net = net if net is not None else CompactCNN()
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -48,7 +52,8 @@ class MNISTClassifier(LightningModule):
     def _common_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        smoothing = self.label_smoothing if stage == "train" else 0.0  # evaluate the plain loss
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy.update(logits, labels)
         self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(labels))
