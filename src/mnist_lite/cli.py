@@ -6,10 +6,18 @@ from typing import NoReturn
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from mnist_lite import __version__, checkpoints
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+
+from mnist_lite import __version__, checkpoints, data_source, figures
+from mnist_lite.augmentations import REGISTRY
 from mnist_lite.classifier import MNISTClassifier
-from mnist_lite.datamodule import MNISTDataModule
+from mnist_lite.datamodule import MNISTDataModule, to_unit_range
 from mnist_lite.errors import UserError
+
+DESCRIPTION = (
+    "Train and use a compact MNIST CNN. Trainer subcommands: fit, validate, test, predict. "
+    "Also: 'mnist-lite augment' draws the nine augmentations (see 'mnist-lite augment --help')."
+)
 
 # Values Lightning resolves itself for `fit --ckpt_path`.
 SPECIAL_CKPT_PATHS = {"last", "best", "hpc", "registry"}
@@ -63,19 +71,59 @@ class MnistLiteCLI(LightningCLI):
             print(f"Last checkpoint: {callback.last_model_path}")
 
 
+def augment(args: list[str]) -> None:
+    """``mnist-lite augment``: draw the augmentations of one training image into a PNG."""
+    parser = ConciseParser(prog="mnist-lite augment", description=augment.__doc__.split(": ", 1)[1])
+    parser.add_argument("--index", type=NonNegativeInt, default=0, help="which training image (0-59999)")
+    parser.add_argument("--output", default="augmentations.png", help="the PNG to write")
+    parser.add_argument("--names", type=list[str], default=list(REGISTRY), help="augmentations to draw, by name")
+    parser.add_argument("--random", action="store_true", help="draw the random training-time versions instead")
+    parser.add_argument("--samples", type=PositiveInt, default=4, help="with --random: draws per augmentation")
+    parser.add_argument("--seed", type=int, default=0, help="with --random: the seed of the draws")
+    parser.add_argument("--data_dir", default="data", help="where MNIST is extracted")
+    cfg = parser.parse_args(args)
+    unknown = [name for name in cfg.names if name not in REGISTRY]
+    if unknown:
+        raise UserError(f"unknown augmentation {unknown[0]!r}: choose from {', '.join(REGISTRY)}.")
+    data_source.prepare(cfg.data_dir)
+    images, labels = data_source.load(cfg.data_dir, train=True)
+    if cfg.index >= len(labels):
+        raise UserError(f"--index {cfg.index} is out of range: the training set has images 0-{len(labels) - 1}.")
+    image, label = to_unit_range(images[cfg.index : cfg.index + 1])[0], int(labels[cfg.index])
+    if cfg.random:
+        fig = figures.random_augmentation_grid(image, label, cfg.index, cfg.names, cfg.samples, cfg.seed)
+    else:
+        fig = figures.augmentation_grid(image, label, cfg.index, cfg.names)
+    print(f"Wrote {figures.save(fig, cfg.output)}")
+
+
+def cli(args: list[str] | None, run: bool = True) -> MnistLiteCLI:
+    """The LightningCLI behind ``mnist-lite``; ``run=False`` only builds the trainer, model and data (no subcommand)."""
+    return MnistLiteCLI(
+        MNISTClassifier,
+        MNISTDataModule,
+        parser_class=ConciseParser,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,  # the model's own optimizer/scheduler options cover it
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"version": __version__, "prog": "mnist-lite", "description": DESCRIPTION},
+        args=args,
+        run=run,
+    )
+
+
+# Commands beside LightningCLI's trainer subcommands, which only run Trainer methods.
+TOOLS = {"augment": augment}
+
+
 def main(args: list[str] | None = None) -> None:
     """Run ``mnist-lite`` with ``args`` (default: the command line)."""
+    argv = sys.argv[1:] if args is None else list(args)
     try:
-        MnistLiteCLI(
-            MNISTClassifier,
-            MNISTDataModule,
-            parser_class=ConciseParser,
-            seed_everything_default=0,
-            auto_configure_optimizers=False,  # the model's own optimizer/scheduler options cover it
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"version": __version__, "prog": "mnist-lite"},
-            args=args,
-        )
+        if argv and argv[0] in TOOLS:
+            TOOLS[argv[0]](argv[1:])
+            return
+        cli(args)  # None: LightningCLI reads sys.argv itself
     except UserError as e:
         print(f"mnist-lite: error: {e}", file=sys.stderr)
         sys.exit(1)

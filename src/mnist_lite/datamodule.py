@@ -1,6 +1,6 @@
 """MNIST as a LightningDataModule: whole splits in memory as ``uint8``, batches made by indexing, normalised per batch."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jsonargparse.typing import PositiveInt, NonNegativeInt
@@ -9,16 +9,22 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_lite import data_source
+from mnist_lite.augmentations import TrainingAugmentation
 from mnist_lite.errors import UserError
 
 TRAIN_SIZE = 60_000  # all three datasets in data_source.DATASETS have 60k training images
 MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as torchvision's examples use them
 
 
+def to_unit_range(images: Tensor) -> Tensor:
+    """``uint8`` images (N, 28, 28) to floats in [0, 1] of shape (N, 1, 28, 28)."""
+    return images.unsqueeze(1).float().div_(255)
+
+
 def normalize(images: Tensor) -> Tensor:
     """``uint8`` images (N, 28, 28), or floats in [0, 1] of shape (N, 1, 28, 28), to the network's input."""
     if images.dtype == torch.uint8:
-        images = images.unsqueeze(1).float().div_(255)
+        images = to_unit_range(images)
     return (images - MEAN) / STD
 
 
@@ -58,6 +64,8 @@ class MNISTDataModule(LightningDataModule):
         batch_size: training batch size (per device under DDP).
         eval_batch_size: batch size for validation, test and predict.
         num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
+        augment: training-time augmentations by registry name, each with its parameters (``{}`` for the
+            defaults), applied in order to every training batch; validation and test are never augmented.
     """
 
     def __init__(
@@ -69,11 +77,13 @@ class MNISTDataModule(LightningDataModule):
         batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt = 1000,
         num_workers: NonNegativeInt = 0,
+        augment: dict[str, dict[str, Any] | None] | None = None,
     ) -> None:
         super().__init__()
         if val_size >= TRAIN_SIZE:
             raise UserError(f"data.val_size={val_size} leaves no training images: it must be below {TRAIN_SIZE}.")
         self.save_hyperparameters()
+        self.augment = TrainingAugmentation(augment) if augment else None
         self.splits: dict[str, InMemoryDigits] = {}
 
     def prepare_data(self) -> None:
@@ -115,4 +125,7 @@ class MNISTDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
+        images = to_unit_range(images)
+        if self.augment is not None and self.trainer.training:
+            images = self.augment(images)
         return normalize(images), labels

@@ -1,0 +1,77 @@
+"""Cost and benefit of training-time augmentation (configs/augmented.yaml).
+
+1. One training epoch with the augmentations vs without, alternated in the same run: median ratio (goal <= 1.3).
+2. Robustness: models trained with and without augmentation for the same epochs, tested on the clean 10k test
+   set and on a shifted copy (each image rotated +-20 deg and shifted +-3 px, seeded).
+
+    python benchmarks/augmentation.py [--repeats 3] [--epochs 3]
+"""
+
+import argparse
+
+import torch
+
+from common import CPU, ROOT, build, median, quiet, timed
+from mnist_lite import data_source
+from mnist_lite.augmentations import _warp
+from mnist_lite.datamodule import normalize, to_unit_range
+
+AUGMENTED = str(ROOT / "configs" / "augmented.yaml")
+
+
+def shifted(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Each image rotated by U(-20, 20) degrees and shifted by U(-3, 3) px on each axis."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(images)
+    degrees = torch.empty(n).uniform_(-20, 20, generator=g)
+    shift = torch.empty(n, 2).uniform_(-3, 3, generator=g) * (2 / 28)  # pixels to grid units
+    return _warp(to_unit_range(images), degrees, shift, torch.ones(n), torch.zeros(n))
+
+
+def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    model.eval()
+    with torch.inference_mode():
+        predicted = torch.cat([model(normalize(chunk)).argmax(1) for chunk in images.split(1000)])
+    return (predicted == labels).float().mean().item()
+
+
+def epoch_seconds(*configs: str) -> float:
+    trainer, model, dm = build(*[a for c in configs for a in ("--config", c)], "--trainer.limit_val_batches=0")
+    dm.prepare_data()
+    dm.setup("fit")  # load the data before the clock starts
+    return timed(lambda: trainer.fit(model, datamodule=dm))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    quiet()
+
+    plain, augmented = [], []
+    for _ in range(args.repeats):
+        plain.append(epoch_seconds(CPU))
+        augmented.append(epoch_seconds(CPU, AUGMENTED))
+    ratios = [a / p for a, p in zip(augmented, plain)]
+    print("| one epoch | median s | runs (s) |\n| --- | --- | --- |")
+    print(f"| without augmentation | {median(plain):.2f} | {', '.join(f'{t:.2f}' for t in plain)} |")
+    print(f"| with configs/augmented.yaml | {median(augmented):.2f} | {', '.join(f'{t:.2f}' for t in augmented)} |")
+    print(f"\nmedian ratio with/without: {median(ratios):.2f} (goal <= 1.3)\n")
+
+    data_source.prepare("data")  # the configs' data_dir
+    images, labels = data_source.load("data", train=False)
+    moved = shifted(images)
+    print(f"| trained {args.epochs} epochs, seed 0 | clean test | shifted test (+-20 deg, +-3 px) |")
+    print("| --- | --- | --- |")
+    for name, configs in (("without augmentation", [CPU]), ("with configs/augmented.yaml", [CPU, AUGMENTED])):
+        extra = [a for c in configs for a in ("--config", c)]
+        trainer, model, dm = build(*extra, f"--trainer.max_epochs={args.epochs}")
+        trainer.fit(model, datamodule=dm)
+        clean = accuracy(model, to_unit_range(images), labels)
+        robust = accuracy(model, moved, labels)
+        print(f"| {name} | {clean:.2%} | {robust:.2%} |")
+
+
+if __name__ == "__main__":
+    main()

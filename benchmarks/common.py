@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmark scripts: building the project's own objects from its configs, and timing."""
+
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from mnist_lite.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = str(ROOT / "configs" / "cpu.yaml")
+SCRATCH = tempfile.mkdtemp(prefix="mnist-lite-bench-")  # where Lightning may write its config copy
+QUIET = [
+    f"--trainer.default_root_dir={SCRATCH}",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.logger=false",
+    "--checkpoint.save_top_k=0",
+    "--checkpoint.save_last=false",
+]
+
+
+def quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def build(*args: str):
+    """The trainer, model and DataModule that `mnist-lite fit` would build from these arguments."""
+    built = cli([*args, *QUIET], run=False)
+    return built.trainer, built.model, built.datamodule
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
