@@ -8,6 +8,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lite.network import CompactCNN
@@ -43,31 +44,50 @@ class MNISTClassifier(LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
-        # Keyed "<stage>_acc": a ModuleDict key may not shadow a Module attribute such as `train`.
-        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes=10, average="micro") for s in STAGES})
+        # Keyed "<stage>_..." because a ModuleDict key may not shadow a Module attribute such as `train`.
+        self.metrics = nn.ModuleDict()
+        for stage in STAGES:
+            self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    # Steps only update torchmetrics; the epoch ends log them. Each self.log call costs about 0.3 ms on the CPU
+    # (Lightning moves its result object to the device on every call), a tenth of a whole training step here.
     def _common_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch
         logits = self(images)
         smoothing = self.label_smoothing if stage == "train" else 0.0  # evaluate the plain loss
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
-        accuracy = self.accuracy[f"{stage}_acc"]
-        accuracy.update(logits, labels)
-        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(labels))
-        self.log(f"{stage}_acc", accuracy, on_epoch=True, prog_bar=True)
+        self.metrics[f"{stage}_loss"].update(loss.detach(), weight=len(labels))
+        self.metrics[f"{stage}_acc"].update(logits.detach(), labels)
         return loss
 
+    def _log_epoch(self, stage: str) -> None:
+        for name in (f"{stage}_loss", f"{stage}_acc"):
+            self.log(name if stage != "train" else f"{name}_epoch", self.metrics[name], prog_bar=stage != "train")
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._common_step(batch, "train")
+        loss = self._common_step(batch, "train")
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
+            self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._common_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._common_step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(dim=1)
