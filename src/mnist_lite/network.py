@@ -11,13 +11,15 @@ class CompactCNN(nn.Module):
     normalised 1x28x28 images; the output is 10 logits per image.
     """
 
-    def __init__(self, channels: tuple[int, int] = (4, 8), hidden: int = 32, dropout: float = 0.25) -> None:
+    def __init__(
+        self, channels: tuple[int, int] = (4, 8), hidden: int = 32, dropout: float = 0.25, bn_momentum: float = 0.1
+    ) -> None:
         super().__init__()
         c1, c2 = channels
         self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(c1)
+        self.bn1 = nn.BatchNorm2d(c1, momentum=bn_momentum)
         self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(c2)
+        self.bn2 = nn.BatchNorm2d(c2, momentum=bn_momentum)
         self.fc1 = nn.Linear(c2 * 7 * 7, hidden)
         self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, 10)

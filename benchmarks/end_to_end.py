@@ -1,0 +1,56 @@
+"""The whole `mnist-lite fit --config configs/cpu.yaml` process against the seed's pipeline, in the same run.
+
+Each command runs under /usr/bin/time -v, alternated and repeated; reports median wall time, the ratio
+(goal <= 0.6) and the peak resident memory of each.
+
+    python benchmarks/end_to_end.py [--repeats 3]
+"""
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import CPU, ROOT, median
+
+COMMANDS = {
+    "mnist-lite fit --config configs/cpu.yaml": [
+        shutil.which("mnist-lite") or "mnist-lite", "fit", "--config", CPU, "--trainer.enable_progress_bar=false"
+    ],
+    "seed pipeline (benchmarks/seed_pipeline.py)": [sys.executable, str(ROOT / "benchmarks" / "seed_pipeline.py")],
+}
+
+
+def measure(command: list[str], workdir: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS in MiB of one run, in a folder that already holds the extracted data."""
+    result = subprocess.run(["/usr/bin/time", "-v", *command], cwd=workdir, capture_output=True, text=True, check=True)
+    wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
+    rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
+    return hours * 3600 + minutes * 60 + seconds, rss_kib / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="mnist-lite-e2e-"))
+    subprocess.run([sys.executable, "-c", "from mnist_lite import data_source; data_source.prepare('data')"], cwd=workdir, check=True)
+    runs = {name: [] for name in COMMANDS}
+    for _ in range(args.repeats):
+        for name, command in COMMANDS.items():
+            runs[name].append(measure(command, workdir))
+    print("| command | median wall s | runs (s) | median peak RSS MiB |\n| --- | --- | --- | --- |")
+    for name, results in runs.items():
+        walls = [w for w, _ in results]
+        print(f"| {name} | {median(walls):.2f} | {', '.join(f'{w:.2f}' for w in walls)} | {median([r for _, r in results]):.0f} |")
+    ours, seed = (runs[name] for name in COMMANDS)
+    ratios = [a[0] / b[0] for a, b in zip(ours, seed)]
+    print(f"\nmedian wall-time ratio mnist-lite/seed: {median(ratios):.2f} (goal <= 0.6)")
+
+
+if __name__ == "__main__":
+    main()

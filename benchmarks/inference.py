@@ -1,0 +1,62 @@
+"""Inference speed of a fitted checkpoint, in-process with the model loaded.
+
+Single-image latency through the predict path (uint8 image -> normalize -> predict_step -> probabilities),
+p50 and p99 over --calls calls (goal p50 <= 0.3 ms); batched throughput at batch 256 and 1,000 (goal
+>= 30,000 images/s on 2 cores); and the loop time of `mnist-lite test` over the 10k test set.
+
+    python benchmarks/inference.py --ckpt lightning_logs/version_0/checkpoints/last.ckpt
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from common import build, quiet, timed
+from mnist_lite import data_source
+from mnist_lite.classifier import MNISTClassifier
+from mnist_lite.datamodule import normalize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    quiet()
+    data_source.prepare("data")
+    images, _ = data_source.load("data", train=False)
+    model = MNISTClassifier.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True).eval()
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        return model.predict_step((normalize(batch), None), 0)
+
+    latencies = []
+    with torch.inference_mode():
+        for i in range(200):  # warm-up
+            predict(images[i : i + 1])
+        for i in range(args.calls):
+            image = images[i % len(images)].unsqueeze(0)
+            start = time.perf_counter()
+            predict(image)
+            latencies.append(time.perf_counter() - start)
+        latencies.sort()
+        p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+        print(f"| single image ({args.calls} calls) | p50 {p50 * 1e3:.3f} ms | p99 {p99 * 1e3:.3f} ms |")
+        for batch_size in (256, 1000):
+            rates = []
+            for _ in range(5):
+                seconds = timed(lambda: [predict(chunk) for chunk in images.split(batch_size)])
+                rates.append(len(images) / seconds)
+            print(f"| batch {batch_size} | {statistics.median(rates):,.0f} images/s (median of 5 passes over 10k) | |")
+
+    trainer, _, dm = build("--config", "configs/cpu.yaml")
+    dm.prepare_data()
+    dm.setup("test")
+    seconds = [timed(lambda: trainer.test(model, datamodule=dm, verbose=False)) for _ in range(3)]
+    print(f"| mnist-lite test loop, 10k images | {statistics.median(seconds):.2f} s (median of 3) | |")
+
+
+if __name__ == "__main__":
+    main()
