@@ -1,6 +1,8 @@
 """The ``mnist-lite`` command: LightningCLI over the classifier and the MNIST DataModule."""
 
+import csv
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -13,10 +15,14 @@ from mnist_lite.augmentations import REGISTRY
 from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.datamodule import MNISTDataModule, to_unit_range
 from mnist_lite.errors import UserError
+from mnist_lite.export import FORMATS, export
+from mnist_lite.prediction_writer import CSVPredictionWriter
+from mnist_lite.test_report import TestReport
 
 DESCRIPTION = (
     "Train and use a compact MNIST CNN. Trainer subcommands: fit, validate, test, predict. "
-    "Also: 'mnist-lite augment' draws the nine augmentations (see 'mnist-lite augment --help')."
+    "Also: 'mnist-lite augment' draws the nine augmentations, 'mnist-lite export' writes a fitted network as ONNX, "
+    "TorchScript or a state_dict, and 'mnist-lite curves' plots a run's learning curves (each takes --help)."
 )
 
 # Values Lightning resolves itself for `fit --ckpt_path`.
@@ -37,6 +43,8 @@ class ConciseParser(LightningArgumentParser):
 class MnistLiteCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(CSVPredictionWriter, "predictions")
+        parser.add_lightning_class_args(TestReport, "test_report")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_acc",
@@ -62,6 +70,15 @@ class MnistLiteCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         if self.checkpoint is not None:
             checkpoints.check_fits(self.model, self.checkpoint, self.checkpoint_path)
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "predict" and not self.config.predict.get("ckpt_path"):
+            raise UserError("predict needs --ckpt_path: the checkpoint of a model fitted with 'mnist-lite fit'.")
+
+    def after_predict(self) -> None:
+        writer = next(c for c in self.trainer.callbacks if isinstance(c, CSVPredictionWriter))
+        if writer.read == 0:
+            raise UserError(f"none of the {writer.failed} inputs could be read; {writer.path} lists why.")
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
@@ -112,8 +129,33 @@ def cli(args: list[str] | None, run: bool = True) -> MnistLiteCLI:
     )
 
 
+def export_command(args: list[str]) -> None:
+    """``mnist-lite export``: write a fitted network as ONNX, TorchScript or a plain state_dict."""
+    parser = ConciseParser(prog="mnist-lite export", description=export_command.__doc__.split(": ", 1)[1])
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by mnist-lite fit")
+    parser.add_argument("--format", choices=list(FORMATS), default="onnx", help="what to write")
+    parser.add_argument("--output", required=True, help="the file to write")
+    cfg = parser.parse_args(args)
+    print(f"Wrote {export(cfg.ckpt_path, cfg.format, cfg.output)}")
+
+
+def curves(args: list[str]) -> None:
+    """``mnist-lite curves``: plot a run's loss and accuracy against the step, from its metrics.csv."""
+    parser = ConciseParser(prog="mnist-lite curves", description=curves.__doc__.split(": ", 1)[1])
+    parser.add_argument("--log_dir", required=True, help="a run folder, e.g. lightning_logs/version_0")
+    parser.add_argument("--output", default=None, help="the PNG to write (default: <log_dir>/learning_curves.png)")
+    cfg = parser.parse_args(args)
+    metrics = Path(cfg.log_dir) / "metrics.csv"
+    if not metrics.is_file():
+        raise UserError(f"{metrics} does not exist: pass the folder of a run logged with the CSV logger.")
+    with open(metrics) as f:
+        rows = list(csv.DictReader(f))
+    output = cfg.output or Path(cfg.log_dir) / "learning_curves.png"
+    print(f"Wrote {figures.save(figures.learning_curves(rows), output)}")
+
+
 # Commands beside LightningCLI's trainer subcommands, which only run Trainer methods.
-TOOLS = {"augment": augment}
+TOOLS = {"augment": augment, "export": export_command, "curves": curves}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from mnist_lite import data_source
 from mnist_lite.augmentations import TrainingAugmentation
 from mnist_lite.errors import UserError
+from mnist_lite.images import DigitFiles
 
 TRAIN_SIZE = 60_000  # all three datasets in data_source.DATASETS have 60k training images
 MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as torchvision's examples use them
@@ -66,6 +67,8 @@ class MNISTDataModule(LightningDataModule):
         num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
         augment: training-time augmentations by registry name, each with its parameters (``{}`` for the
             defaults), applied in order to every training batch; validation and test are never augmented.
+        predict_path: an image file or a folder of them (PNG, JPEG, BMP, TIFF, .npy, IDX) for ``predict``;
+            without it, ``predict`` runs on the test set.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class MNISTDataModule(LightningDataModule):
         eval_batch_size: PositiveInt = 1000,
         num_workers: NonNegativeInt = 0,
         augment: dict[str, dict[str, Any] | None] | None = None,
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         if val_size >= TRAIN_SIZE:
@@ -87,7 +91,8 @@ class MNISTDataModule(LightningDataModule):
         self.splits: dict[str, InMemoryDigits] = {}
 
     def prepare_data(self) -> None:
-        data_source.prepare(self.hparams.data_dir, self.hparams.dataset)
+        if self.trainer is None or not self.trainer.predicting or self.hparams.predict_path is None:
+            data_source.prepare(self.hparams.data_dir, self.hparams.dataset)
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
@@ -97,7 +102,9 @@ class MNISTDataModule(LightningDataModule):
             val, train = order[: hp.val_size], order[hp.val_size :]
             self.splits["train"] = InMemoryDigits(images[train], labels[train])
             self.splits["val"] = InMemoryDigits(images[val], labels[val])
-        if stage in ("test", "predict") and "test" not in self.splits:
+        if stage == "predict" and hp.predict_path is not None:
+            self.splits["predict"] = DigitFiles(hp.predict_path)
+        elif stage in ("test", "predict") and "test" not in self.splits:
             self.splits["test"] = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=False))
 
     def train_dataloader(self) -> DataLoader:
@@ -110,7 +117,7 @@ class MNISTDataModule(LightningDataModule):
         return self._loader("test", self.hparams.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.eval_batch_size)
+        return self._loader("predict" if "predict" in self.splits else "test", self.hparams.eval_batch_size)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
@@ -123,8 +130,8 @@ class MNISTDataModule(LightningDataModule):
             persistent_workers=workers > 0,
         )
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        images, labels = batch
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Any], dataloader_idx: int) -> tuple[Tensor, Any]:
+        images, labels = batch  # labels, or (path, index, error) per image when predicting on files
         images = to_unit_range(images)
         if self.augment is not None and self.trainer.training:
             images = self.augment(images)

@@ -44,6 +44,72 @@ def random_augmentation_grid(
     return fig
 
 
+def confusion_matrix(matrix: torch.Tensor) -> Figure:
+    """Counts of true (rows) against predicted (columns) digits on the test set."""
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    shown = ax.imshow(matrix.numpy(), cmap="Blues")
+    for (true, predicted), count in zip(torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), matrix.flatten().tolist()):
+        dark = count > matrix.max().item() / 2
+        ax.text(predicted, true, str(int(count)), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    accuracy = matrix.diag().sum().item() / matrix.sum().item()
+    ax.set_title(f"Confusion matrix: {int(matrix.sum())} test images, accuracy {accuracy:.2%}")
+    fig.colorbar(shown, ax=ax, label="images")
+    return fig
+
+
+def per_class_accuracy(accuracy: torch.Tensor) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    bars = ax.bar(range(10), accuracy.numpy() * 100, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{a:.1%}" for a in accuracy.tolist()], fontsize=8)
+    low = max(0.0, accuracy.min().item() * 100 - 2)
+    ax.set_ylim(low, 100.5)
+    ax.set_xticks(range(10))
+    ax.set_xlabel("true digit")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Test accuracy per digit")
+    return fig
+
+
+def error_grid(confidence: torch.Tensor, images: torch.Tensor, true: torch.Tensor, predicted: torch.Tensor) -> Figure:
+    """The most confidently wrong test images, each titled with its true and predicted digit."""
+    cols = 4
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False, layout="constrained")
+    for ax, conf, image, t, p in zip(axes.flat, confidence.tolist(), images, true.tolist(), predicted.tolist()):
+        _show(ax, image, f"true {t}, predicted {p}\n({conf:.0%} sure)")
+    for ax in axes.flat[len(images) :]:
+        ax.axis("off")
+    fig.suptitle("Most confidently wrong test images" if len(images) else "No test image was misclassified")
+    return fig
+
+
+def learning_curves(rows: list[dict[str, str]]) -> Figure:
+    """Loss and accuracy against the training step, from a run's metrics.csv."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    series = {
+        loss_ax: [("train_loss", "train loss (per logged step)"), ("train_loss_epoch", "train loss (epoch)"), ("val_loss", "validation loss")],
+        acc_ax: [("train_acc_epoch", "train accuracy (epoch)"), ("val_acc", "validation accuracy")],
+    }
+    for ax, keys in series.items():
+        for key, label in keys:
+            points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o" if len(points) < 30 else None, label=label)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    loss_ax.set_ylabel("cross-entropy")
+    acc_ax.set_ylabel("accuracy")
+    loss_ax.set_title("Loss")
+    acc_ax.set_title("Accuracy")
+    return fig
+
+
 def _show(ax: plt.Axes, image: torch.Tensor, title: str) -> None:
     ax.imshow(image.squeeze().numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)

@@ -1,0 +1,59 @@
+"""Writes predictions to a CSV as each batch finishes, so memory stays flat however many images there are."""
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import Tensor
+
+HEADER = ["path", "index", "prediction", "confidence", "top1", "top1_prob", "top2", "top2_prob", "top3", "top3_prob", "error"]
+
+
+class CSVPredictionWriter(BasePredictionWriter):
+    """One row per input image: the predicted digit, its softmax probability, the top three, or the error.
+
+    Args:
+        output: the CSV file; by default ``predictions.csv`` in the run's log directory.
+    """
+
+    def __init__(self, output: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output = output
+        self.path: Path | None = None
+        self.read = self.failed = 0
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.predict_loop.return_predictions = False  # the CSV has them: don't also hold them all in memory
+        self.path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
+        if trainer.world_size > 1:  # each rank predicts its own shard
+            self.path = self.path.with_name(f"{self.path.stem}-rank{trainer.global_rank}{self.path.suffix}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "w", newline="")
+        self.csv = csv.writer(self.file)
+        self.csv.writerow(HEADER)
+        self.read = self.failed = 0
+
+    def write_on_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, prediction: Tensor, batch_indices: Any,
+        batch: Any, batch_idx: int, dataloader_idx: int,
+    ) -> None:
+        sources = batch[1] if isinstance(batch[1], list) else [("MNIST test set", i, "") for i in batch_indices]
+        top_probs, top_digits = prediction.float().topk(3, dim=1)
+        for (path, index, error), probs, digits in zip(sources, top_probs.tolist(), top_digits.tolist()):
+            index = "" if index is None else index
+            if error:
+                self.failed += 1
+                self.csv.writerow([path, index, "", "", "", "", "", "", "", "", error])
+                continue
+            self.read += 1
+            tops = [value for pair in zip(digits, (f"{p:.4f}" for p in probs)) for value in pair]
+            self.csv.writerow([path, index, digits[0], f"{probs[0]:.4f}", *tops, ""])
+        self.file.flush()
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.file.close()
+        if trainer.is_global_zero:
+            summary = f"{self.read} images predicted" + (f", {self.failed} could not be read (see the error column)" if self.failed else "")
+            print(f"Wrote predictions to {self.path}: {summary}.")
