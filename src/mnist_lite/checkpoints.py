@@ -1,10 +1,13 @@
-"""Reading checkpoints safely: plain tensors and containers only, and a clear message for anything else."""
+"""Checkpoints: read safely (plain tensors and containers only) and written atomically."""
 
+import io
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from mnist_lite.errors import UserError
@@ -46,6 +49,28 @@ def check_fits(model: nn.Module, checkpoint: dict[str, Any], path: str | Path) -
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         raise UserError(f"{path} was saved from a different architecture (checkpoint vs model): {shown}.")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint beside its destination, then renames it into place: a crash or a full disk never
+    leaves a half-written ``last.ckpt``. (Lightning's own save renames from the system temp folder, which is only
+    atomic when that folder is on the checkpoint's filesystem.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)  # in memory first, so a full disk shows as the OSError it is
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        except OSError as e:
+            partial.unlink(missing_ok=True)
+            raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}. Free space or log elsewhere.") from None
 
 
 def _first_line(error: Exception) -> str:

@@ -92,6 +92,14 @@ class MNISTClassifier(LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(dim=1)
 
+    # Dropout's random stream, so that a run resumed mid-epoch continues exactly where it stopped.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters()) if self.optimizer else torch.optim.Adam(self.parameters(), 1e-3)
         if self.scheduler is None:

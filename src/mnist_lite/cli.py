@@ -1,12 +1,14 @@
 """The ``mnist-lite`` command: LightningCLI over the classifier and the MNIST DataModule."""
 
 import csv
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
@@ -51,6 +53,7 @@ class MnistLiteCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{val_acc:.4f}",
+                "trainer.plugins": [{"class_path": "mnist_lite.checkpoints.AtomicCheckpointIO"}],
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.CSVLogger",
                     "init_args": {"save_dir": "lightning_logs", "name": ""},
@@ -60,8 +63,14 @@ class MnistLiteCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand or "", {})
+        ckpt_path = config.get("ckpt_path")
+        if subcommand == "fit" and ckpt_path == "last":
+            # Lightning looks for "last" in this run's own, new, version folder; resume the newest run instead.
+            ckpt_path = config["ckpt_path"] = str(_newest_last_checkpoint(_log_root(config)))
+            print(f"Resuming from {ckpt_path}; this run logs to a new version folder.")
         # Read the checkpoint once, safely, before Lightning or the CLI touch it.
-        ckpt_path = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
         self.checkpoint = None
         if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
             self.checkpoint = checkpoints.read(ckpt_path)
@@ -86,6 +95,19 @@ class MnistLiteCLI(LightningCLI):
             print(f"Best checkpoint ({callback.monitor}={callback.best_model_score:.4f}): {callback.best_model_path}")
         if self.trainer.is_global_zero and callback.last_model_path:
             print(f"Last checkpoint: {callback.last_model_path}")
+
+
+def _log_root(config) -> Path:
+    logger = config.get("trainer", {}).get("logger")
+    init_args = logger.get("init_args", {}) if isinstance(logger, dict) else {}
+    return Path(init_args.get("save_dir") or "lightning_logs")
+
+
+def _newest_last_checkpoint(root: Path) -> Path:
+    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file()]
+    if not found:
+        raise UserError(f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints to resume from.")
+    return max(found, key=lambda p: p.stat().st_mtime)
 
 
 def augment(args: list[str]) -> None:
@@ -169,3 +191,6 @@ def main(args: list[str] | None = None) -> None:
     except UserError as e:
         print(f"mnist-lite: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except SIGTERMException:  # Lightning stops at the next batch; the last saved checkpoint resumes it
+        print("mnist-lite: stopped by SIGTERM; continue with the same command and --ckpt_path last.", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)

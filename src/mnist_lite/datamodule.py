@@ -1,12 +1,13 @@
 """MNIST as a LightningDataModule: whole splits in memory as ``uint8``, batches made by indexing, normalised per batch."""
 
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
 from jsonargparse.typing import PositiveInt, NonNegativeInt
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mnist_lite import data_source
 from mnist_lite.augmentations import TrainingAugmentation
@@ -48,6 +49,29 @@ class InMemoryDigits(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices)
         return self.images[index], self.labels[index]
+
+
+class EpochShuffler(Sampler[int]):
+    """A shuffle that depends only on (seed, epoch), so a run stopped mid-epoch can resume at the very batch.
+
+    torch's RandomSampler draws from the global generator, whose state a checkpoint does not hold; this one
+    re-creates the epoch's order from its seed and skips the samples the restored run had already trained on.
+    """
+
+    def __init__(self, size: int, seed: int, already_done: Callable[[], int] = lambda: 0) -> None:
+        self.size, self.seed, self.epoch, self.already_done = size, seed, 0, already_done
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        skip = self.already_done()  # non-zero only when a run restored mid-epoch starts iterating
+        self.epoch += 1  # where nobody calls set_epoch (DDP wraps this sampler), the next epoch still differs
+        return iter(order[skip:].tolist())
 
 
 def _already_batched(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -108,7 +132,17 @@ class MNISTDataModule(LightningDataModule):
             self.splits["test"] = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=False))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.batch_size, shuffle=True)
+        sampler = EpochShuffler(len(self.splits["train"]), torch.initial_seed(), self._samples_done_this_epoch)
+        return self._loader("train", self.hparams.batch_size, sampler=sampler)
+
+    def _samples_done_this_epoch(self) -> int:
+        """Training samples this epoch has already seen: non-zero only in a run restored from a mid-epoch checkpoint."""
+        if self.trainer is None:
+            return 0
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= self.trainer.num_training_batches:
+            return 0
+        return done * self.hparams.batch_size * self.trainer.world_size  # DDP strides this order over the ranks
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.hparams.eval_batch_size)
@@ -119,13 +153,14 @@ class MNISTDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict" if "predict" in self.splits else "test", self.hparams.eval_batch_size)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             self.splits[split],
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=_already_batched,
+            generator=torch.Generator(),  # its seed draw must not consume the global RNG that dropout uses
             num_workers=workers,
             persistent_workers=workers > 0,
         )
