@@ -42,9 +42,9 @@ class TestReport(Callback):
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         matrix = self.confusion.compute().cpu()  # summed over ranks under DDP
+        folder = Path(trainer.log_dir or ".")  # every rank must ask: under DDP it is a broadcast
         if not trainer.is_global_zero:
             return
-        folder = Path(trainer.log_dir or ".")
         folder.mkdir(parents=True, exist_ok=True)
         per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
         with open(folder / "per_class_accuracy.csv", "w", newline="") as f:
