@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from mnist_lite import __version__, checkpoints, data_source, figures
 from mnist_lite.augmentations import REGISTRY
@@ -76,13 +75,13 @@ class MnistLiteCLI(LightningCLI):
             self.checkpoint = checkpoints.read(ckpt_path)
             self.checkpoint_path = ckpt_path
 
-    def after_instantiate_classes(self) -> None:
-        if self.checkpoint is not None:
-            checkpoints.check_fits(self.model, self.checkpoint, self.checkpoint_path)
-
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "predict" and not self.config.predict.get("ckpt_path"):
             raise UserError("predict needs --ckpt_path: the checkpoint of a model fitted with 'mnist-lite fit'.")
+
+    def after_instantiate_classes(self) -> None:
+        if self.checkpoint is not None:
+            checkpoints.check_fits(self.model, self.checkpoint, self.checkpoint_path)
 
     def after_predict(self) -> None:
         writer = next(c for c in self.trainer.callbacks if isinstance(c, CSVPredictionWriter))
