@@ -13,7 +13,7 @@ import torch
 
 from common import CPU, ROOT, build, median, quiet, timed
 from mnist_lite import data_source
-from mnist_lite.augmentations import _warp
+from mnist_lite.augmentations import warp
 from mnist_lite.datamodule import normalize, to_unit_range
 
 AUGMENTED = str(ROOT / "configs" / "augmented.yaml")
@@ -25,7 +25,7 @@ def shifted(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     n = len(images)
     degrees = torch.empty(n).uniform_(-20, 20, generator=g)
     shift = torch.empty(n, 2).uniform_(-3, 3, generator=g) * (2 / 28)  # pixels to grid units
-    return _warp(to_unit_range(images), degrees, shift, torch.ones(n), torch.zeros(n))
+    return warp(to_unit_range(images), degrees, shift, torch.ones(n), torch.zeros(n))
 
 
 def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:

@@ -1,7 +1,6 @@
 """Trust: interrupted runs resume exactly, runs repeat exactly, checkpoints cannot run code, bad files fail clearly."""
 
 import math
-import os
 import shutil
 import signal
 import subprocess

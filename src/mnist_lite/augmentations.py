@@ -10,7 +10,6 @@ All functions take and return float images in [0, 1] shaped (N, 1, 28, 28) (show
 """
 
 import inspect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,7 @@ def _symmetric(n: int, bound: float, generator: Generator | None) -> Tensor:
     return _uniform(n, -bound, bound, generator)
 
 
-def _warp(x: Tensor, degrees: Tensor, translate: Tensor, scale: Tensor, shear: Tensor) -> Tensor:
+def warp(x: Tensor, degrees: Tensor, translate: Tensor, scale: Tensor, shear: Tensor) -> Tensor:
     """One ``grid_sample`` for the whole batch, each image with its own rotation, shift, scale and shear."""
     a, s = torch.deg2rad(-degrees), torch.deg2rad(shear)  # positive turns counter-clockwise, as TF.rotate
     # Forward map: rotate, then shear along x, then scale (translation is in [-1, 1] grid units).
@@ -53,7 +52,7 @@ def _warp(x: Tensor, degrees: Tensor, translate: Tensor, scale: Tensor, shear: T
 def random_rotation(x: Tensor, generator: Generator | None = None, degrees: float = 30.0) -> Tensor:
     n = len(x)
     zeros = torch.zeros(n)
-    return _warp(x, _symmetric(n, degrees, generator), torch.zeros(n, 2), torch.ones(n), zeros)
+    return warp(x, _symmetric(n, degrees, generator), torch.zeros(n, 2), torch.ones(n), zeros)
 
 
 def random_affine(
@@ -66,7 +65,7 @@ def random_affine(
 ) -> Tensor:
     n = len(x)
     shift = _symmetric(2 * n, 2 * translate, generator).view(n, 2)  # a fraction of the size is 2x in grid units
-    return _warp(
+    return warp(
         x,
         _symmetric(n, degrees, generator),
         shift,
