@@ -2,23 +2,20 @@ import os
 import shutil
 from pathlib import Path
 
-import matplotlib
 import pytest
+import torch
+import yaml
 
 from mnist_lite import data_source
 from mnist_lite.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = Path(__file__).parent / "conf"
+from helpers import CPU, TINY, fit_args
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--ckpt", help="a checkpoint fitted by 'mnist-lite fit --config configs/cpu.yaml' (or MNIST_LITE_CKPT)")
-
-
-@pytest.fixture(autouse=True)
-def _headless_matplotlib() -> None:
-    matplotlib.use("agg")
+    parser.addoption(
+        "--ckpt", help="a checkpoint fitted by 'mnist-lite fit --config configs/cpu.yaml' (or MNIST_LITE_CKPT)"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +39,47 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def fit_args(config: Path, data_dir: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", str(config), f"--data.data_dir={data_dir}", *extra]
+@pytest.fixture
+def data_copy(data_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the extracted data, safe to damage."""
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    return copy
+
+
+def _in(folder: Path, args: list[str]) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setattr("sys.argv", ["mnist-lite"])
+        main(args)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny fit (tests/conf/tiny.yaml) shared by the tests that only read its outputs: its run folder."""
+    folder = tmp_path_factory.mktemp("tiny_run")
+    _in(folder, fit_args(TINY, data_dir))
+    return folder / "lightning_logs" / "version_0"
+
+
+def _check_fitted_with_cpu_yaml(path: Path) -> None:
+    if not path.is_file():
+        raise pytest.UsageError(f"--ckpt / MNIST_LITE_CKPT: {path} does not exist.")
+    hparams = torch.load(path, weights_only=True).get("hyper_parameters", {})
+    expected = yaml.safe_load(CPU.read_text())["model"]
+    for key, value in expected.items():
+        if hparams.get(key) != value and not (isinstance(value, dict) and _contains(hparams.get(key), value)):
+            raise pytest.UsageError(
+                f"--ckpt / MNIST_LITE_CKPT: {path} was not fitted with configs/cpu.yaml "
+                f"(model.{key} is {hparams.get(key)!r}); the accuracy thresholds assume it."
+            )
+
+
+def _contains(found: object, expected: dict) -> bool:
+    """Every key of ``expected`` (nested) has the same value in ``found``, which may hold more (the defaults)."""
+    if not isinstance(found, dict):
+        return False
+    return all(_contains(found.get(k), v) if isinstance(v, dict) else found.get(k) == v for k, v in expected.items())
 
 
 @pytest.fixture(scope="session")
@@ -51,20 +87,12 @@ def fitted_checkpoint(request: pytest.FixtureRequest, data_dir: Path, tmp_path_f
     """A checkpoint really fitted by the CLI with configs/cpu.yaml: the one CI just trained, or one fitted here."""
     given = request.config.getoption("--ckpt") or os.environ.get("MNIST_LITE_CKPT")
     if given:
-        return Path(given).resolve()
-    run_dir = tmp_path_factory.mktemp("cpu_fit")
-    cwd = os.getcwd()
-    os.chdir(run_dir)
-    try:
-        main(fit_args(ROOT / "configs" / "cpu.yaml", data_dir, "--trainer.enable_progress_bar=false"))
-    finally:
-        os.chdir(cwd)
-    return run_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture
-def data_copy(data_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of the extracted data, safe to damage."""
-    copy = tmp_path / "data"
-    shutil.copytree(data_dir, copy)
-    return copy
+        _check_fitted_with_cpu_yaml(Path(given))
+        # A copy in a run folder of its own: what the tests evaluate is written there, not beside the original.
+        copy = tmp_path_factory.mktemp("given") / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+        copy.parent.mkdir(parents=True)
+        shutil.copyfile(given, copy)
+        return copy
+    folder = tmp_path_factory.mktemp("cpu_fit")
+    _in(folder, fit_args(CPU, data_dir, "--trainer.enable_progress_bar=false"))
+    return folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"

@@ -1,29 +1,15 @@
-"""The CLI in-process: fit, test, the saved config, the printed checkpoint, and every bad input."""
+"""The CLI in-process: fit, test, the run folders, the subcommands, and every bad input."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import CONF, fit_args
 from mnist_lite import __version__
-from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.cli import main
 from mnist_lite.network import CompactCNN
 
-TINY = CONF / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny fit shared by the tests that only read its outputs."""
-    run_dir = tmp_path_factory.mktemp("tiny_run")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(run_dir)
-        main(fit_args(TINY, data_dir))
-    return run_dir / "lightning_logs" / "version_0"
+from helpers import CPU, EXAMPLES, TINY, fails, fit_args, run_cli
 
 
 def test_fit_writes_config_checkpoints_and_metrics(tiny_run: Path) -> None:
@@ -33,59 +19,68 @@ def test_fit_writes_config_checkpoints_and_metrics(tiny_run: Path) -> None:
     assert len(list((tiny_run / "checkpoints").glob("best-epoch=0-val_acc=*.ckpt"))) == 1
 
 
-def test_fit_prints_the_best_checkpoint(in_tmp: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_fit_prints_its_run_folder_parameters_and_best_checkpoint(in_tmp: Path, data_dir: Path, capsys) -> None:
     main(fit_args(TINY, data_dir))
     out = capsys.readouterr().out
-    assert "Best checkpoint (val_acc=" in out
-    best = out.split("Best checkpoint")[1].split(": ", 1)[1].splitlines()[0]
-    assert Path(best).is_file()
+    assert out.startswith("Run folder: lightning_logs/version_0\n")
+    assert "CompactCNN: 13,266 parameters, 13,266 trainable" in out
+    best = out.split("Best checkpoint (val_acc=")[1].split(": ", 1)[1].splitlines()[0]
+    assert Path(best).is_file() and Path(best).parent == Path("lightning_logs/version_0/checkpoints")
 
 
-def test_test_subcommand_reports_accuracy(tiny_run: Path, in_tmp: Path, data_dir: Path, capsys) -> None:
+def test_test_writes_into_the_evaluated_runs_folder(tiny_run: Path, data_dir: Path, capsys) -> None:
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
-    main(["test", "--config", str(TINY), "--ckpt_path", str(ckpt), f"--data.data_dir={data_dir}"])
-    assert "test_acc" in capsys.readouterr().out
-    metrics = (in_tmp / "lightning_logs" / "version_0" / "metrics.csv").read_text()
-    assert "test_acc" in metrics.splitlines()[0]
+    for expected in ("test", "test_1"):  # a second test of the same run gets a folder of its own
+        main(["test", "--config", str(TINY), "--ckpt_path", str(ckpt), f"--data.data_dir={data_dir}"])
+        out = capsys.readouterr().out
+        assert f"Run folder: {tiny_run / expected}\n" in out and "test_acc" in out
+        assert "test_acc" in (tiny_run / expected / "metrics.csv").read_text().splitlines()[0]
+        assert (tiny_run / expected / "confusion_matrix.png").is_file()
 
 
-def test_saved_config_reruns(tiny_run: Path, in_tmp: Path) -> None:
-    main(["fit", "--config", str(tiny_run / "config.yaml")])
-    assert (in_tmp / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+@pytest.mark.parametrize("kind", ["last", "best"])
+def test_ckpt_path_last_and_best_find_the_newest_run(kind: str, in_tmp: Path, data_dir: Path, capsys) -> None:
+    main(fit_args(TINY, data_dir))
+    main(fit_args(TINY, data_dir))  # version_1 is the newest
+    capsys.readouterr()
+    main(["test", "--config", str(TINY), "--ckpt_path", kind, f"--data.data_dir={data_dir}"])
+    out = capsys.readouterr().out
+    assert f"Checkpoint: lightning_logs/version_1/checkpoints/{kind}" in out
+    assert "Run folder: lightning_logs/version_1/test\n" in out
 
 
 def test_checkpoint_loads_outside_the_cli_without_pickled_objects(tiny_run: Path) -> None:
-    ckpt = tiny_run / "checkpoints" / "last.ckpt"
-    model = MNISTClassifier.load_from_checkpoint(ckpt, weights_only=True)
+    from mnist_lite.classifier import MNISTClassifier
+
+    model = MNISTClassifier.load_from_checkpoint(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert isinstance(model.net, CompactCNN)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
 
-def test_same_config_and_seed_give_identical_weights(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    weights = []
-    for run in ("a", "b"):
-        (tmp_path / run).mkdir()
-        monkeypatch.chdir(tmp_path / run)
-        main(fit_args(TINY, data_dir))
-        ckpt = torch.load("lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-        weights.append(ckpt["state_dict"])
-    assert weights[0].keys() == weights[1].keys()
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-
-
-def test_version() -> None:
-    result = subprocess.run([sys.executable, "-m", "mnist_lite", "--version"], capture_output=True, text=True)
-    assert result.returncode == 0
-    assert result.stdout.strip() == f"mnist-lite {__version__}"
-
-
-def _fails(args: list[str], capsys: pytest.CaptureFixture) -> str:
+def test_version(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code != 0
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mnist-lite {__version__}"
+
+
+def test_help_lists_every_subcommand(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert "{fit,validate,test,predict,augment,export,curves}" in usage
+
+
+def test_no_subcommand_names_them_all(capsys) -> None:
+    err = fails([], capsys)
+    assert "choose a subcommand: fit, validate, test, predict, augment, export, curves." in err
+
+
+def test_tool_help_comes_from_the_signature(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["curves", "--help"])
+    out = capsys.readouterr().out
+    assert "<log_dir>/learning_curves.png when not" in out and out.count("default:") == 1  # output's only
 
 
 def _write(path: Path, text: str) -> Path:
@@ -101,25 +96,83 @@ def _write(path: Path, text: str) -> Path:
         ("data:\n  batch_size: abc\n", 'key "data.batch_size"'),
         ("data:\n  batch_size: 0\n", "0 does not conform to restriction v>0"),
         ("data:\n  val_size: 60000\n", "val_size=60000 leaves no training images"),
+        ("model:\n  optimizer:\n    class_path: builtins.print\n", "builtins.print is not an optimizer"),
+        (
+            "model:\n  scheduler:\n    class_path: torch.optim.AdamW\n",
+            "Expected 'torch.optim.AdamW' to be a subclass of Union[LRScheduler, ReduceLROnPlateau]",
+        ),
+        (
+            "model:\n  optimizer:\n    class_path: torch.optim.SGD\n    init_args: {lr: 0.1, betas: [0.9, 0.99]}\n",
+            "model.optimizer: Option 'betas' is not accepted by torch.optim.SGD: its init_args must be parameters",
+        ),
     ],
-    ids=["missing-config", "unknown-key", "wrong-type", "zero-batch-size", "val-size-too-big"],
+    ids=[
+        "missing-config",
+        "unknown-key",
+        "wrong-type",
+        "zero-batch-size",
+        "val-size-too-big",
+        "not-an-optimizer",
+        "not-a-schedule",
+        "init-args-of-another-class",
+    ],
 )
-def test_bad_config_is_one_clear_error(config, expected, in_tmp: Path, capsys) -> None:
+def test_bad_config_is_one_clear_error(config, expected, in_tmp: Path, data_dir: Path, capsys) -> None:
     path = in_tmp / "missing.yaml" if config is None else _write(in_tmp / "bad.yaml", config)
-    err = _fails(["fit", "--config", str(path)], capsys)
+    err = fails(["fit", "--config", str(path), f"--data.data_dir={data_dir}"], capsys)
     assert expected in err
-    assert len(err.strip().splitlines()) <= 3
-    assert not (in_tmp / "lightning_logs").exists()
+    assert not (in_tmp / "lightning_logs").exists() or not list((in_tmp / "lightning_logs").iterdir())
+
+
+def test_an_option_typo_is_not_taken_as_a_prefix(in_tmp: Path, capsys) -> None:
+    err = fails(["fit", "--config", str(CPU), "--trainer.max_epoch=2"], capsys)
+    assert "trainer.max_epoch" in err
+
+
+def test_defaults_without_a_config_train_one_epoch(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--print_config"])
+    assert "  max_epochs: 1\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--trainer.max_epochs=-3"], "`max_epochs` must be a non-negative integer or -1"),
+        (["--config", str(CPU.parent / "gpu.yaml")], "no usable GPU"),
+        (["--config", str(CPU.parent / "logger" / "tensorboard.yaml")], "Install it: pip install -e '.[tensorboard]'."),
+    ],
+    ids=["negative-epochs", "gpu-without-gpu", "tensorboard-without-the-extra"],
+)
+def test_trainer_settings_that_cannot_work_here(args, expected, data_dir: Path, in_tmp: Path, capsys) -> None:
+    if "GPU" in expected and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so configs/gpu.yaml works")
+    if "tensorboard" in expected and _installed("tensorboard"):
+        pytest.skip("tensorboard is installed here, so that config works")
+    err = fails(["fit", "--config", str(CPU), *args, f"--data.data_dir={data_dir}"], capsys)
+    assert expected in err
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def test_missing_checkpoint(in_tmp: Path, capsys) -> None:
-    err = _fails(["test", "--ckpt_path", "nope.ckpt"], capsys)
-    assert err.strip() == "mnist-lite: error: checkpoint nope.ckpt does not exist: pass the path of a .ckpt written by 'mnist-lite fit'."
+    err = fails(["test", "--ckpt_path", "nope.ckpt"], capsys)
+    assert "checkpoint nope.ckpt does not exist: pass the path of a .ckpt written by 'mnist-lite fit'." in err
+
+
+def test_checkpoint_path_that_is_a_folder_lists_its_checkpoints(tiny_run: Path, capsys) -> None:
+    err = fails(["test", "--ckpt_path", str(tiny_run)], capsys)
+    assert f"checkpoint {tiny_run} is a folder: pass one .ckpt file. It holds: " in err
+    assert str(tiny_run / "checkpoints" / "last.ckpt") in err
 
 
 def test_file_that_is_not_a_checkpoint(in_tmp: Path, capsys) -> None:
     path = _write(in_tmp / "notes.ckpt", "just some text\n")
-    err = _fails(["test", "--ckpt_path", str(path)], capsys)
+    err = fails(["test", "--ckpt_path", str(path)], capsys)
     assert f"{path} is not a readable checkpoint" in err
     assert not (in_tmp / "lightning_logs").exists()
 
@@ -130,6 +183,34 @@ def test_checkpoint_of_another_architecture_names_the_tensors(tiny_run: Path, in
     ckpt["state_dict"] = {f"net.{k}": v for k, v in wider.items()}  # hparams still describe 4/8 channels
     path = in_tmp / "wider.ckpt"
     torch.save(ckpt, path)
-    err = _fails(["test", "--ckpt_path", str(path)], capsys)
-    assert "different architecture" in err
+    err = fails(["test", "--ckpt_path", str(path)], capsys)
+    assert "does not match the network it describes" in err
     assert "net.conv1.weight (8, 1, 3, 3) vs (4, 1, 3, 3)" in err
+
+
+ALLOWED_ON_STDERR = (
+    "Seed set to ",
+    "`Trainer.fit` stopped: `max_epochs=1` reached.",
+    "Restored all states from the checkpoint",
+)
+
+
+def test_commands_print_nothing_but_their_own_lines_on_stderr(data_dir: Path, tmp_path: Path) -> None:
+    """fit, test and predict as people run them (progress bar on): stderr holds only a short allow-list."""
+    commands = [
+        [
+            "fit",
+            "--config",
+            str(CPU),
+            f"--data.data_dir={data_dir}",
+            "--trainer.limit_train_batches=0.07",
+            "--trainer.limit_val_batches=0.2",
+        ],
+        ["test", "--ckpt_path", "best", f"--data.data_dir={data_dir}"],
+        ["predict", "--ckpt_path", "last", "--data.predict_path", str(EXAMPLES)],
+    ]
+    for command in commands:
+        result = run_cli(tmp_path, *command)
+        assert result.returncode == 0, result.stderr
+        unexpected = [line for line in result.stderr.splitlines() if not line.startswith(ALLOWED_ON_STDERR)]
+        assert not unexpected, (command[0], unexpected)

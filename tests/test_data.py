@@ -1,17 +1,16 @@
 """The bundled data, its verification and repair, the split, and the in-memory batches."""
 
-import os
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
 from mnist_lite import data_source
-from mnist_lite.datamodule import MNISTDataModule, normalize
+from mnist_lite.classifier import MNISTClassifier
+from mnist_lite.datamodule import MNISTDataModule, split_indices, to_unit_range
 from mnist_lite.errors import UserError
+
+from helpers import read_only
 
 RAW = ("MNIST", "raw")
 
@@ -31,37 +30,31 @@ def test_counts_and_label_histogram(data_dir: Path) -> None:
     assert test_labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def test_truncated_file_is_detected_and_reextracted(data_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
-    target = data_copy.joinpath(*RAW, "train-images-idx3-ubyte")
-    target.write_bytes(target.read_bytes()[:1000])
-    data_source.prepare(data_copy)
-    assert "fails its MD5 check" in caplog.text
-    assert data_source._md5(target) == data_source.MNIST_MD5["train-images-idx3-ubyte"]
-    assert not list(data_copy.joinpath(*RAW).glob("*.partial"))
-
-
-def test_corrupted_byte_is_detected_and_reextracted(data_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
-    target = data_copy.joinpath(*RAW, "t10k-labels-idx1-ubyte")
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("train-images-idx3-ubyte", "truncated"),
+        ("t10k-labels-idx1-ubyte", "flipped_byte"),
+        ("train-labels-idx1-ubyte", "wrong_magic"),
+        ("train-labels-idx1-ubyte", "wrong_count"),
+    ],
+)
+def test_damaged_file_is_detected_and_reextracted(name: str, damage: str, data_copy: Path, caplog) -> None:
+    target = data_copy.joinpath(*RAW, name)
     data = bytearray(target.read_bytes())
-    data[100] ^= 0xFF
+    if damage == "truncated":
+        data = data[: len(data) // 3]
+    elif damage == "flipped_byte":
+        data[100] ^= 0xFF
+    elif damage == "wrong_magic":
+        data[2:4] = b"\x0d\x03"
+    else:
+        data[4:8] = (59_999).to_bytes(4, "big")
     target.write_bytes(bytes(data))
     data_source.prepare(data_copy)
-    assert "t10k-labels-idx1-ubyte fails its MD5 check" in caplog.text
-    assert data_source._md5(target) == data_source.MNIST_MD5["t10k-labels-idx1-ubyte"]
-
-
-@contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """chmod for ordinary users; root writes through that, so it also gets the immutable attribute."""
-    path.chmod(0o500)
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(path)], check=True)
-    try:
-        yield
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-        path.chmod(0o700)
+    assert f"{name} fails its MD5 check" in caplog.text
+    assert data_source._md5(target) == data_source.MNIST_MD5[name]
+    assert not list(data_copy.joinpath(*RAW).glob("*.partial"))
 
 
 def test_read_only_data_dir_names_the_path(tmp_path: Path) -> None:
@@ -94,19 +87,22 @@ def test_unbundled_dataset_tries_the_download(tmp_path: Path, monkeypatch) -> No
     assert calls == [(str(tmp_path), True, True)]
 
 
-def test_split_is_seeded_disjoint_and_complete(data_dir: Path) -> None:
-    def split(seed: int) -> MNISTDataModule:
-        dm = MNISTDataModule(data_dir=str(data_dir), val_size=5000, split_seed=seed)
-        dm.setup("fit")
-        return dm
+def test_split_indices_are_seeded_disjoint_and_complete() -> None:
+    train, val = split_indices(60_000, 5_000, seed=0)
+    assert len(train) == 55_000 and len(val) == 5_000
+    assert not set(train.tolist()) & set(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(60_000))
+    assert torch.equal(val, split_indices(60_000, 5_000, seed=0)[1])
+    assert not torch.equal(val, split_indices(60_000, 5_000, seed=1)[1])
 
-    a, b, c = split(0), split(0), split(1)
-    assert len(a.splits["train"]) == 55_000 and len(a.splits["val"]) == 5_000
-    assert torch.equal(a.splits["val"].images, b.splits["val"].images)
-    assert not torch.equal(a.splits["val"].images, c.splits["val"].images)
-    # Disjoint and complete: every training image's label count is accounted for exactly once.
-    labels = torch.cat([a.splits["train"].labels, a.splits["val"].labels])
-    assert labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+def test_datamodule_holds_the_split_it_names(data_dir: Path) -> None:
+    dm = MNISTDataModule(data_dir=str(data_dir), val_size=5000, split_seed=3)
+    dm.setup("fit")
+    images, labels = data_source.load(data_dir, train=True)
+    train, val = split_indices(60_000, 5_000, seed=3)
+    assert torch.equal(dm.splits["val"].images, images[val]) and torch.equal(dm.splits["val"].labels, labels[val])
+    assert torch.equal(dm.splits["train"].images, images[train])
 
 
 def test_val_size_must_leave_training_images() -> None:
@@ -114,13 +110,24 @@ def test_val_size_must_leave_training_images() -> None:
         MNISTDataModule(val_size=60_000)
 
 
-def test_batches_are_indexed_uint8_and_normalised_per_batch(data_dir: Path) -> None:
+def test_batches_are_indexed_uint8_then_pixels_after_transfer(data_dir: Path) -> None:
     dm = MNISTDataModule(data_dir=str(data_dir), batch_size=64)
     dm.setup("fit")
-    images, labels = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
+    images, labels = batch
     assert images.shape == (64, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (64,) and labels.dtype == torch.int64
-    x = normalize(images)
-    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32
-    full = normalize(dm.splits["train"].images[:5000])
-    assert abs(full.mean().item()) < 0.05 and abs(full.std().item() - 1) < 0.05
+    x, same_labels = dm.on_after_batch_transfer(batch, 0)
+    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32 and same_labels is labels
+    assert torch.equal(x, images[:, None].float() / 255)  # pixels in [0, 1]: what people's images are
+
+
+def test_the_model_normalises_its_own_input(data_dir: Path) -> None:
+    images, _ = data_source.load(data_dir, train=True)
+    pixels = to_unit_range(images[:5000])
+    model = MNISTClassifier().eval()
+    seen = []
+    model.net.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(pixels)
+    assert abs(seen[0].mean().item()) < 0.05 and abs(seen[0].std().item() - 1) < 0.05  # MNIST's statistics
+    assert list(model.state_dict()) == [f"net.{k}" for k in model.net.state_dict()]  # no tensors beside the seed's

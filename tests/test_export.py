@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from mnist_lite import data_source
+from mnist_lite.checkpoints import load_model
 from mnist_lite.cli import main
-from mnist_lite.export import PixelsToLogits, load_network
+
+from helpers import SEED_NET, can_unshare_mounts, fails, read_only
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def pixels(data_dir: Path) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def reference(fitted_checkpoint: Path, pixels: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        return PixelsToLogits(load_network(fitted_checkpoint))(pixels)
+        return load_model(fitted_checkpoint)(pixels)  # the fitted model takes pixels in [0, 1]
 
 
 def _export(ckpt: Path, fmt: str, output: Path) -> Path:
@@ -46,27 +48,16 @@ def test_onnx_matches_pytorch_with_a_dynamic_batch(fitted_checkpoint, tmp_path, 
 
 def test_torchscript_matches_pytorch(fitted_checkpoint, tmp_path, pixels, reference) -> None:
     scripted = torch.jit.load(str(_export(fitted_checkpoint, "torchscript", tmp_path / "model.pt")))
+    assert scripted.original_name == "MNISTClassifier"  # the fitted model itself, no wrapper around it
     with torch.inference_mode():
         assert (scripted(pixels) - reference).abs().max() < 1e-4
 
 
-SEED_SCRIPT = """
-import sys, numpy as np, torch
-from torch import nn
-from torch.nn import functional as F
-
-class Net(nn.Module):  # the seed's network, as plain PyTorch
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1); self.bn1 = nn.BatchNorm2d(4)
-        self.conv2 = nn.Conv2d(4, 8, 3, padding=1); self.bn2 = nn.BatchNorm2d(8)
-        self.fc1 = nn.Linear(392, 32); self.dropout = nn.Dropout(0.25); self.fc2 = nn.Linear(32, 10)
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-        return self.fc2(self.dropout(F.relu(self.fc1(x.flatten(1)))))
-
-net = Net()
+SEED_SCRIPT = (
+    SEED_NET
+    + """
+import sys, numpy as np
+net = SeedNet()
 net.load_state_dict(torch.load(sys.argv[1], weights_only=True))
 net.eval()
 pixels = torch.from_numpy(np.load(sys.argv[2]))
@@ -74,6 +65,7 @@ with torch.no_grad():
     np.save(sys.argv[3], net((pixels - 0.1307) / 0.3081).numpy())
 print("mnist_lite" in sys.modules)
 """
+)
 
 
 def test_state_dict_loads_into_the_seeds_plain_module(fitted_checkpoint, tmp_path, pixels, reference) -> None:
@@ -81,7 +73,9 @@ def test_state_dict_loads_into_the_seeds_plain_module(fitted_checkpoint, tmp_pat
     np.save(tmp_path / "pixels.npy", pixels.numpy())
     result = subprocess.run(
         [sys.executable, "-c", SEED_SCRIPT, str(weights), str(tmp_path / "pixels.npy"), str(tmp_path / "logits.npy")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert result.stdout.strip() == "False"  # no mnist_lite import in the seed-style script
     assert np.abs(np.load(tmp_path / "logits.npy") - reference.numpy()).max() < 1e-4
@@ -91,27 +85,63 @@ def test_state_dict_loads_into_the_seeds_plain_module(fitted_checkpoint, tmp_pat
     ("args", "expected"),
     [
         (["--ckpt_path", "missing.ckpt", "--format", "onnx"], "missing.ckpt does not exist"),
-        (["--format", "keras"], "invalid choice: 'keras'"),
+        (["--format", "keras"], "Expected a typing.Literal['onnx', 'torchscript', 'state_dict']"),
         (["--format", "onnx", "--output", "no/such/folder/model.onnx"], "folder no/such/folder does not exist"),
+        (["--output", "/dev/null"], "refusing to write /dev/null: it is a link or not a regular file"),
     ],
-    ids=["missing-checkpoint", "unknown-format", "unwritable-output"],
+    ids=["missing-checkpoint", "unknown-format", "missing-folder", "device-node"],
 )
 def test_export_bad_input(args, expected, fitted_checkpoint, in_tmp: Path, capsys) -> None:
     full = ["--ckpt_path", str(fitted_checkpoint), "--output", "model.out", *args]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", *full])
-    assert exit_info.value.code != 0
-    err = capsys.readouterr().err
-    assert expected in err and "Traceback" not in err
+    assert expected in fails(["export", *full], capsys)
     assert not [p for p in in_tmp.rglob("*") if p.is_file()]
 
 
-def test_read_only_output_folder_leaves_nothing(fitted_checkpoint, tmp_path: Path, capsys) -> None:
-    from test_data import read_only
+def test_export_never_replaces_the_checkpoint_or_follows_a_link(fitted_checkpoint, in_tmp: Path, capsys) -> None:
+    ckpt = in_tmp / "copy.ckpt"
+    ckpt.write_bytes(fitted_checkpoint.read_bytes())
+    err = fails(["export", "--ckpt_path", str(ckpt), "--format", "state_dict", "--output", str(ckpt)], capsys)
+    assert "it is the checkpoint being exported" in err
+    assert ckpt.read_bytes() == fitted_checkpoint.read_bytes()
+    (in_tmp / "elsewhere.txt").write_text("keep me")
+    (in_tmp / "link.onnx").symlink_to(in_tmp / "elsewhere.txt")
+    assert "it is a link" in fails(["export", "--ckpt_path", str(ckpt), "--output", "link.onnx"], capsys)
+    assert (in_tmp / "elsewhere.txt").read_text() == "keep me"
 
+
+def test_read_only_output_folder_leaves_nothing(fitted_checkpoint, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "locked"
     folder.mkdir()
-    with read_only(folder), pytest.raises(SystemExit):
-        main(["export", "--ckpt_path", str(fitted_checkpoint), "--format", "torchscript", "--output", str(folder / "m.pt")])
-    assert "cannot write" in capsys.readouterr().err
+    with read_only(folder):
+        err = fails(
+            [
+                "export",
+                "--ckpt_path",
+                str(fitted_checkpoint),
+                "--format",
+                "torchscript",
+                "--output",
+                str(folder / "m.pt"),
+            ],
+            capsys,
+        )
+    assert "cannot write" in err
     assert not list(folder.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "state_dict"])  # TorchScript aborted the process; state_dict raised
+def test_full_disk_when_exporting(fmt: str, fitted_checkpoint: Path, tmp_path: Path) -> None:
+    if not can_unshare_mounts():
+        pytest.skip("this machine forbids unprivileged user namespaces, so no private tmpfs can be mounted")
+    # 20 kB: less than any of the three formats needs (50-80 kB).
+    export = f"{sys.executable} -m mnist_lite export --ckpt_path {fitted_checkpoint} --format {fmt} --output out/model"
+    script = f"mkdir -p out && mount -t tmpfs -o size=20k tmpfs out && {export}; code=$?; ls -A out; exit $code"
+    result = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "mnist-lite: error: cannot write out/model: No space left on device."
+    assert result.stdout.strip() == ""  # nothing left in the folder, not even a partial file

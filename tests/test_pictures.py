@@ -1,13 +1,15 @@
 """The pictures: the test report written after `mnist-lite test`, and the learning curves."""
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
-import pytest
 
-from conftest import CONF, fit_args
 from mnist_lite.cli import main
+
+from helpers import TINY, fails, fit_args, run_folder
 
 
 def _is_png(path: Path, min_side: int = 300) -> bool:
@@ -16,8 +18,18 @@ def _is_png(path: Path, min_side: int = 300) -> bool:
 
 
 def test_test_writes_the_report_pictures(fitted_checkpoint: Path, data_dir: Path, in_tmp: Path, capsys) -> None:
-    main(["test", "--ckpt_path", str(fitted_checkpoint), f"--data.data_dir={data_dir}", "--trainer.enable_progress_bar=false"])
-    run = in_tmp / "lightning_logs" / "version_0"
+    main(
+        [
+            "test",
+            "--ckpt_path",
+            str(fitted_checkpoint),
+            f"--data.data_dir={data_dir}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    out = capsys.readouterr().out
+    run = run_folder(out)
+    assert run.parent == fitted_checkpoint.parents[1]  # inside the run it evaluated
     for name in ("confusion_matrix.png", "per_class_accuracy.png", "most_confident_errors.png"):
         assert _is_png(run / name), name
     with open(run / "per_class_accuracy.csv") as f:
@@ -25,17 +37,35 @@ def test_test_writes_the_report_pictures(fitted_checkpoint: Path, data_dir: Path
     assert [int(r["digit"]) for r in rows] == list(range(10))
     assert sum(int(r["images"]) for r in rows) == 10_000
     assert all(0.9 < float(r["accuracy"]) <= 1 for r in rows)
-    assert "confusion_matrix.png" in capsys.readouterr().out
+    assert f"{run / 'confusion_matrix.png'}" in out
 
 
 def test_curves_plots_a_runs_metrics(data_dir: Path, in_tmp: Path, capsys) -> None:
-    main(fit_args(CONF / "tiny.yaml", data_dir, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=2"))
+    main(fit_args(TINY, data_dir, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=2"))
     main(["curves", "--log_dir", "lightning_logs/version_0"])
     assert capsys.readouterr().out.strip().endswith("Wrote lightning_logs/version_0/learning_curves.png")
     assert _is_png(in_tmp / "lightning_logs" / "version_0" / "learning_curves.png")
 
 
 def test_curves_without_a_log_is_a_clear_error(in_tmp: Path, capsys) -> None:
-    with pytest.raises(SystemExit):
-        main(["curves", "--log_dir", "nowhere"])
-    assert "nowhere/metrics.csv does not exist" in capsys.readouterr().err
+    assert "nowhere/metrics.csv does not exist" in fails(["curves", "--log_dir", "nowhere"], capsys)
+
+
+def test_curves_of_a_tensorboard_run_says_what_to_use(in_tmp: Path, capsys) -> None:
+    (in_tmp / "tb").mkdir()
+    (in_tmp / "tb" / "events.out.tfevents.1.host").write_bytes(b"")
+    assert "was logged with TensorBoard: curves reads the CSV logger's" in fails(["curves", "--log_dir", "tb"], capsys)
+
+
+def test_importing_the_package_leaves_matplotlibs_backend_alone() -> None:
+    script = (
+        "import matplotlib, pkgutil, importlib, mnist_lite\n"
+        "matplotlib.use('svg')\n"
+        "for module in pkgutil.walk_packages(mnist_lite.__path__, 'mnist_lite.'):\n"
+        "    if module.name != 'mnist_lite.__main__':  # that one runs the command\n"
+        "        importlib.import_module(module.name)\n"
+        "import mnist_lite.figures, mnist_lite.commands.curves\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "svg"

@@ -125,7 +125,9 @@ _SHIFT = 0.1 * 28
 REGISTRY: dict[str, Augmentation] = {
     "original": Augmentation(lambda x: x, lambda x, generator=None: x),
     "rotation_30": Augmentation(lambda x: TF.rotate(x, 30), random_rotation),
-    "rotation_45": Augmentation(lambda x: TF.rotate(x, 45), lambda x, generator=None, degrees=45.0: random_rotation(x, generator, degrees)),
+    "rotation_45": Augmentation(
+        lambda x: TF.rotate(x, 45), lambda x, generator=None, degrees=45.0: random_rotation(x, generator, degrees)
+    ),
     "hflip": Augmentation(TF.horizontal_flip, random_hflip, label_preserving=False),
     "vflip": Augmentation(TF.vertical_flip, random_vflip, label_preserving=False),
     "affine": Augmentation(
@@ -145,7 +147,7 @@ def mean_abs_difference(augmented: Tensor, original: Tensor) -> float:
 class TrainingAugmentation:
     """A chain of random augmentations chosen by name, each with its own parameters, applied to whole batches."""
 
-    def __init__(self, config: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, config: dict[str, dict[str, Any] | None]) -> None:
         self.steps = []
         for name, params in config.items():
             if name not in REGISTRY:
@@ -154,7 +156,9 @@ class TrainingAugmentation:
             unknown = set(params) - set(entry.params)
             if unknown:
                 accepted = ", ".join(entry.params) or "no parameters"
-                raise UserError(f"augmentation {name!r} has no parameter {', '.join(sorted(unknown))}: it takes {accepted}.")
+                raise UserError(
+                    f"augmentation {name!r} has no parameter {', '.join(sorted(unknown))}: it takes {accepted}."
+                )
             self.steps.append((entry.random, params))
 
     def __call__(self, x: Tensor, generator: Generator | None = None) -> Tensor:

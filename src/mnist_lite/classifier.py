@@ -1,6 +1,7 @@
 """The LightningModule: trains and evaluates an injected network with cross-entropy and torchmetrics accuracy."""
 
 import inspect
+import math
 import warnings
 
 import torch
@@ -8,16 +9,23 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lite.errors import UserError
 from mnist_lite.network import CompactCNN
 
 STAGES = ("train", "val", "test")
+MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as torchvision's examples use them
+# Cross-entropy over 10 classes starts near ln 10 = 2.3; a loss this large means logits 1e4 apart: diverged.
+DIVERGED_LOSS = 1e4
 
 
 class MNISTClassifier(LightningModule):
-    """Digit classification around any network that maps (N, 1, 28, 28) to (N, 10) logits.
+    """Digit classification around any network that maps normalised (N, 1, 28, 28) images to (N, 10) logits.
+
+    The model takes what people have: images as floats in [0, 1], shape (N, 1, 28, 28), and normalises them
+    itself, so predict, export and the pictures use it as it is. The network keeps the seed's tensors exactly.
 
     Args:
         net: the network; ``None`` builds the default ``CompactCNN``.
@@ -44,14 +52,17 @@ class MNISTClassifier(LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
+        self.pixel_mean, self.pixel_std = MEAN, STD  # attributes, not buffers: the state_dict stays the seed's
+        self._restored_total_steps: int | None = None  # the schedule length of a checkpoint being resumed
         # Keyed "<stage>_..." because a ModuleDict key may not shadow a Module attribute such as `train`.
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
             self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
             self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+    def forward(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] of shape (N, 1, 28, 28) to (N, 10) logits."""
+        return self.net((images - self.pixel_mean) / self.pixel_std)
 
     # Steps only update torchmetrics; the epoch ends log them. Each self.log call costs about 0.3 ms on the CPU
     # (Lightning moves its result object to the device on every call), a tenth of a whole training step here.
@@ -60,18 +71,32 @@ class MNISTClassifier(LightningModule):
         logits = self(images)
         smoothing = self.label_smoothing if stage == "train" else 0.0  # evaluate the plain loss
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
-        self.metrics[f"{stage}_loss"].update(loss.detach(), weight=len(labels))
-        self.metrics[f"{stage}_acc"].update(logits.detach(), labels)
+        self._metric(f"{stage}_loss").update(loss.detach(), weight=len(labels))
+        self._metric(f"{stage}_acc").update(logits.detach(), labels)
         return loss, logits
+
+    def _metric(self, name: str) -> Metric:
+        return self.metrics[name]  # type: ignore[return-value]  # ModuleDict is typed as holding any Module
 
     def _log_epoch(self, stage: str) -> None:
         for name in (f"{stage}_loss", f"{stage}_acc"):
-            self.log(name if stage != "train" else f"{name}_epoch", self.metrics[name], prog_bar=stage != "train")
+            self.log(name if stage != "train" else f"{name}_epoch", self._metric(name), prog_bar=stage != "train")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, _ = self._common_step(batch, "train")
+        loss, logits = self._common_step(batch, "train")
+        value = loss.item()  # one sync per step: free on the CPU, and a diverged run must stop before it saves
+        if not math.isfinite(value) or value > DIVERGED_LOSS:
+            callback = self.trainer.checkpoint_callback
+            kept = getattr(callback, "last_model_path", "") or "none was saved yet"
+            raise UserError(
+                f"training diverged at step {self.global_step}: the loss is {value:.3g}. Lower the learning rate "
+                f"(model.optimizer / model.scheduler init_args). Last good checkpoint: {kept}."
+            )
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
-            self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+            accuracy = (logits.detach().argmax(1) == batch[1]).float().mean()  # this batch's: a line within an epoch
+            self.log_dict(
+                {"train_loss": loss.detach(), "train_acc": accuracy}, on_step=True, on_epoch=False, prog_bar=True
+            )
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -99,13 +124,23 @@ class MNISTClassifier(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        schedules = checkpoint.get("lr_schedulers") or [{}]
+        self._restored_total_steps = schedules[0].get("total_steps")  # compared when the schedule is rebuilt
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters()) if self.optimizer else torch.optim.Adam(self.parameters(), 1e-3)
         if self.scheduler is None:
             return optimizer
         if _wants_total_steps(self.scheduler):
-            scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+            total_steps = int(self.trainer.estimated_stepping_batches)
+            restored = self._restored_total_steps
+            if restored is not None and restored != total_steps:
+                raise UserError(
+                    f"the resumed run's schedule was built for {restored} steps and this run has {total_steps}: a "
+                    "one-cycle schedule ends where it was planned to. "
+                    "Resume with the same max_epochs, or start a new fit."
+                )
+            scheduler = self.scheduler(optimizer, total_steps=total_steps)
         else:
             scheduler = self.scheduler(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

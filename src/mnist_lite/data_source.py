@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import logging
 import os
+import tempfile
 from importlib.resources import files
 from pathlib import Path
 
@@ -70,26 +71,37 @@ def _extract_bundle(raw: Path) -> None:
         if target.is_file():
             if _md5(target) == md5:
                 continue
-            log.warning("%s fails its MD5 check (truncated or corrupt): re-extracting it from the bundled copy.", target)
+            log.warning(
+                "%s fails its MD5 check (truncated or corrupt): re-extracting it from the bundled copy.", target
+            )
         _extract(BUNDLE_DIR / f"{name}.gz", target, md5)
 
 
 def _extract(source: Path, target: Path, md5: str) -> None:
-    # Written under a temporary name and renamed once verified, so no half-written file keeps the real name.
-    partial = target.with_name(target.name + ".partial")
+    # Written under a temporary name of its own and renamed once verified, so no half-written file keeps the real
+    # name, and runs extracting at the same moment never share a temporary file (the last rename wins; all agree).
     digest = hashlib.md5()
+    partial: Path | None = None
     try:
-        with gzip.open(source, "rb") as fin, open(partial, "wb") as fout:
+        with (
+            gzip.open(source, "rb") as fin,
+            tempfile.NamedTemporaryFile(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False
+            ) as fout,
+        ):
+            partial = Path(fout.name)
             while chunk := fin.read(1 << 20):
                 digest.update(chunk)
                 fout.write(chunk)
         if digest.hexdigest() != md5:
             raise UserError(f"the bundled {source.name} fails its MD5 check: reinstall mnist-lite.")
+        partial.chmod(0o644)  # a temporary file is private; the data is not
         os.replace(partial, target)
     except OSError as e:
         raise UserError(f"cannot write {target}: {e.strerror}. Set data.data_dir to a writable folder.") from None
     finally:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
 
 
 def _download(data_dir: Path, dataset: str) -> None:

@@ -1,13 +1,13 @@
-"""MNIST as a LightningDataModule: whole splits in memory as ``uint8``, batches made by indexing, normalised per batch."""
+"""MNIST as a LightningDataModule: splits in memory as ``uint8``, batches made by indexing, normalised per batch."""
 
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
-from jsonargparse.typing import PositiveInt, NonNegativeInt
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mnist_lite import data_source
 from mnist_lite.augmentations import TrainingAugmentation
@@ -15,7 +15,6 @@ from mnist_lite.errors import UserError
 from mnist_lite.images import DigitFiles
 
 TRAIN_SIZE = 60_000  # all three datasets in data_source.DATASETS have 60k training images
-MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as torchvision's examples use them
 
 
 def to_unit_range(images: Tensor) -> Tensor:
@@ -23,11 +22,10 @@ def to_unit_range(images: Tensor) -> Tensor:
     return images.unsqueeze(1).float().div_(255)
 
 
-def normalize(images: Tensor) -> Tensor:
-    """``uint8`` images (N, 28, 28), or floats in [0, 1] of shape (N, 1, 28, 28), to the network's input."""
-    if images.dtype == torch.uint8:
-        images = to_unit_range(images)
-    return (images - MEAN) / STD
+def split_indices(size: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Training and validation indices of a seeded split of ``size`` training images."""
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:], order[:val_size]
 
 
 class InMemoryDigits(Dataset):
@@ -51,30 +49,37 @@ class InMemoryDigits(Dataset):
         return self.images[index], self.labels[index]
 
 
-class EpochShuffler(Sampler[int]):
-    """A shuffle that depends only on (seed, epoch), so a run stopped mid-epoch can resume at the very batch.
+class EpochShuffler(DistributedSampler):
+    """A shuffle that depends only on (seed, epoch), split between DDP ranks, so that a run stopped mid-epoch resumes
+    at the very batch, on one process or several.
 
-    torch's RandomSampler draws from the global generator, whose state a checkpoint does not hold; this one
-    re-creates the epoch's order from its seed and skips the samples the restored run had already trained on.
+    torch's RandomSampler draws from the global generator, whose state a checkpoint does not hold; this one re-creates
+    the epoch's order from its seed and skips the samples this rank had already trained on. It is a
+    DistributedSampler so that Lightning does not wrap it: the wrapper would list it once and stride that list, which
+    breaks when a resumed epoch yields only its unseen rest. Rank r takes every world_size-th sample from r, padded
+    as DistributedSampler pads so that every rank takes the same number of steps.
     """
 
-    def __init__(self, size: int, seed: int, already_done: Callable[[], int] = lambda: 0) -> None:
-        self.size, self.seed, self.epoch, self.already_done = size, seed, 0, already_done
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
-        self.epoch = epoch
+    def __init__(
+        self, size: int, seed: int, rank: int = 0, world_size: int = 1, already_done: Callable[[], int] = lambda: 0
+    ) -> None:
+        # Not DistributedSampler.__init__, which asks torch.distributed for what the trainer already knows.
+        self.size, self.seed, self.rank, self.num_replicas, self.epoch = size, seed, rank, world_size, 0
+        self.num_samples = -(-size // world_size)
+        self.total_size = self.num_samples * world_size
+        self.already_done = already_done
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        skip = self.already_done()  # non-zero only when a run restored mid-epoch starts iterating
-        self.epoch += 1  # where nobody calls set_epoch (DDP wraps this sampler), the next epoch still differs
-        return iter(order[skip:].tolist())
+        order = torch.cat([order, order[: self.total_size - self.size]])  # pad, as DistributedSampler does
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        return iter(mine[self.already_done() :].tolist())  # non-zero only when a restored run starts mid-epoch
 
 
-def _already_batched(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def _already_batched(batch: Any) -> Any:
     return batch
 
 
@@ -112,7 +117,7 @@ class MNISTDataModule(LightningDataModule):
             raise UserError(f"data.val_size={val_size} leaves no training images: it must be below {TRAIN_SIZE}.")
         self.save_hyperparameters()
         self.augment = TrainingAugmentation(augment) if augment else None
-        self.splits: dict[str, InMemoryDigits] = {}
+        self.splits: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
         if self.trainer is None or not self.trainer.predicting or self.hparams.predict_path is None:
@@ -122,8 +127,7 @@ class MNISTDataModule(LightningDataModule):
         hp = self.hparams
         if stage in ("fit", "validate") and "train" not in self.splits:
             images, labels = data_source.load(hp.data_dir, hp.dataset, train=True)
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(hp.split_seed))
-            val, train = order[: hp.val_size], order[hp.val_size :]
+            train, val = split_indices(len(labels), hp.val_size, hp.split_seed)
             self.splits["train"] = InMemoryDigits(images[train], labels[train])
             self.splits["val"] = InMemoryDigits(images[val], labels[val])
         if stage == "predict" and hp.predict_path is not None:
@@ -132,7 +136,10 @@ class MNISTDataModule(LightningDataModule):
             self.splits["test"] = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=False))
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffler(len(self.splits["train"]), torch.initial_seed(), self._samples_done_this_epoch)
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        size = len(self.splits["train"])  # type: ignore[arg-type]  # InMemoryDigits has a len
+        sampler = EpochShuffler(size, torch.initial_seed(), rank, world_size, self._samples_done_this_epoch)
         return self._loader("train", self.hparams.batch_size, sampler=sampler)
 
     def _samples_done_this_epoch(self) -> int:
@@ -142,7 +149,7 @@ class MNISTDataModule(LightningDataModule):
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if done >= self.trainer.num_training_batches:
             return 0
-        return done * self.hparams.batch_size * self.trainer.world_size  # DDP strides this order over the ranks
+        return done * self.hparams.batch_size  # each rank skips its own
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.hparams.eval_batch_size)
@@ -168,6 +175,6 @@ class MNISTDataModule(LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[Tensor, Any], dataloader_idx: int) -> tuple[Tensor, Any]:
         images, labels = batch  # labels, or (path, index, error) per image when predicting on files
         images = to_unit_range(images)
-        if self.augment is not None and self.trainer.training:
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images)
-        return normalize(images), labels
+        return images, labels  # pixels in [0, 1]: the model normalises its own input

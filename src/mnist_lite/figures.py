@@ -1,23 +1,24 @@
-"""Pictures drawn with matplotlib (headless Agg): each function returns a Figure; ``save`` writes it."""
+"""Pictures drawn with matplotlib's object-oriented API: each function draws the tensors it is given into a new
+``Figure`` and returns it; ``save`` writes it. No pyplot, so importing this never touches matplotlib's backend,
+in a notebook or anywhere else, and no figure outlives its PNG."""
 
+import math
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("agg")  # headless: the CLI and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from mnist_lite.augmentations import REGISTRY, mean_abs_difference  # noqa: E402
-from mnist_lite.errors import UserError  # noqa: E402
+from mnist_lite.augmentations import REGISTRY, mean_abs_difference
+from mnist_lite.errors import UserError
 
 
 def augmentation_grid(image: torch.Tensor, label: int, index: int, names: list[str]) -> Figure:
     """The showcase transform of each named augmentation on one image, titled with its difference."""
     cols = 3
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(2.4 * cols, 2.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
         augmented = REGISTRY[name].showcase(image)
         _show(ax, augmented, f"{name}\n{mean_abs_difference(augmented, image):.1%} diff")
@@ -33,9 +34,8 @@ def random_augmentation_grid(
     """A row per augmentation: ``samples`` draws of its training-time random version."""
     generator = torch.Generator().manual_seed(seed)
     batch = image.expand(samples, 1, 28, 28)
-    fig, axes = plt.subplots(
-        len(names), samples, figsize=(1.9 * samples, 2.1 * len(names)), squeeze=False, layout="constrained"
-    )
+    fig = Figure(figsize=(1.9 * samples, 2.1 * len(names)), layout="constrained")
+    axes = fig.subplots(len(names), samples, squeeze=False)
     for row, name in zip(axes, names):
         augmented = REGISTRY[name].random(batch, generator)
         for ax, sample in zip(row, augmented):
@@ -46,11 +46,16 @@ def random_augmentation_grid(
 
 def confusion_matrix(matrix: torch.Tensor) -> Figure:
     """Counts of true (rows) against predicted (columns) digits on the test set."""
-    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
     shown = ax.imshow(matrix.numpy(), cmap="Blues")
-    for (true, predicted), count in zip(torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), matrix.flatten().tolist()):
+    for (true, predicted), count in zip(
+        torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), matrix.flatten().tolist()
+    ):
         dark = count > matrix.max().item() / 2
-        ax.text(predicted, true, str(int(count)), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+        ax.text(
+            predicted, true, str(int(count)), ha="center", va="center", fontsize=8, color="white" if dark else "black"
+        )
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")
@@ -62,14 +67,16 @@ def confusion_matrix(matrix: torch.Tensor) -> Figure:
 
 
 def per_class_accuracy(accuracy: torch.Tensor) -> Figure:
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    """Test accuracy per true digit; the axis starts at a round value, said on the axis, not at the lowest bar."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
     bars = ax.bar(range(10), accuracy.numpy() * 100, color="tab:blue")
     ax.bar_label(bars, labels=[f"{a:.1%}" for a in accuracy.tolist()], fontsize=8)
-    low = max(0.0, accuracy.min().item() * 100 - 2)
-    ax.set_ylim(low, 100.5)
+    low = max(0, 10 * math.floor((accuracy.min().item() * 100 - 1) / 10))
+    ax.set_ylim(low, 101)
     ax.set_xticks(range(10))
     ax.set_xlabel("true digit")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"accuracy (%), axis from {low}%" if low else "accuracy (%)")
     ax.set_title("Test accuracy per digit")
     return fig
 
@@ -78,7 +85,8 @@ def error_grid(confidence: torch.Tensor, images: torch.Tensor, true: torch.Tenso
     """The most confidently wrong test images, each titled with its true and predicted digit."""
     cols = 4
     rows = max(1, -(-len(images) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(2.2 * cols, 2.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, conf, image, t, p in zip(axes.flat, confidence.tolist(), images, true.tolist(), predicted.tolist()):
         _show(ax, image, f"true {t}, predicted {p}\n({conf:.0%} sure)")
     for ax in axes.flat[len(images) :]:
@@ -87,12 +95,21 @@ def error_grid(confidence: torch.Tensor, images: torch.Tensor, true: torch.Tenso
     return fig
 
 
-def learning_curves(rows: list[dict[str, str]]) -> Figure:
+def learning_curves(rows: list[dict[str, str]], label_smoothing: float = 0.0) -> Figure:
     """Loss and accuracy against the training step, from a run's metrics.csv."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    fig = Figure(figsize=(11, 4.3), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
     series = {
-        loss_ax: [("train_loss", "train loss (per logged step)"), ("train_loss_epoch", "train loss (epoch)"), ("val_loss", "validation loss")],
-        acc_ax: [("train_acc_epoch", "train accuracy (epoch)"), ("val_acc", "validation accuracy")],
+        loss_ax: [
+            ("train_loss", "train loss (batch, per logged step)"),
+            ("train_loss_epoch", "train loss (epoch)"),
+            ("val_loss", "validation loss"),
+        ],
+        acc_ax: [
+            ("train_acc", "train accuracy (batch, per logged step)"),
+            ("train_acc_epoch", "train accuracy (epoch)"),
+            ("val_acc", "validation accuracy"),
+        ],
     }
     for ax, keys in series.items():
         for key, label in keys:
@@ -107,10 +124,16 @@ def learning_curves(rows: list[dict[str, str]]) -> Figure:
     acc_ax.set_ylabel("accuracy")
     loss_ax.set_title("Loss")
     acc_ax.set_title("Accuracy")
+    if label_smoothing:
+        fig.suptitle(
+            f"Training loss includes label smoothing ({label_smoothing:g}), so it sits above the validation "
+            "loss by design",
+            fontsize=9,
+        )
     return fig
 
 
-def _show(ax: plt.Axes, image: torch.Tensor, title: str) -> None:
+def _show(ax: Axes, image: torch.Tensor, title: str) -> None:
     ax.imshow(image.squeeze().numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
@@ -124,6 +147,4 @@ def save(fig: Figure, path: str | Path) -> Path:
         fig.savefig(path, dpi=120)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror}.") from None
-    finally:
-        plt.close(fig)
     return path

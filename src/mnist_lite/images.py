@@ -5,6 +5,8 @@ by its centre of mass in a 28x28 image, white ink on black. ``to_mnist`` does th
 naive resize does not (on handwriting from outside MNIST: about 90% against 34% for the same model).
 """
 
+import bisect
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +15,16 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
-from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 from mnist_lite.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 ARRAY_SUFFIXES = {".npy"}
 IDX_SUFFIXES = {".idx", ".idx3", ".ubyte"}
-
-Item = tuple[str, int | None]  # a file, and the image's index inside it for array and IDX files
+# Bounds on what one file may cost. A decoded image over MAX_PIXELS is refused before decoding (PIL's own bomb
+# check starts at 89M pixels, gigabytes once converted); larger ones than WORKING_SIDE are box-reduced first.
+MAX_PIXELS = 4096 * 4096
+WORKING_SIDE = 1024
 
 
 def find_inputs(path: str | Path) -> list[Path]:
@@ -30,12 +33,34 @@ def find_inputs(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
     raise UserError(f"predict path {path} does not exist: pass an image file or a folder of images.")
 
 
 def _is_idx(path: Path) -> bool:
     return path.suffix.lower() in IDX_SUFFIXES or path.name.endswith("-ubyte")
+
+
+def idx_shape(path: Path) -> tuple[int, int, int]:
+    """(N, H, W) of an IDX file of ``uint8`` images, from its header, checked against the file's size.
+
+    Written here rather than taken from torchvision, whose reader loads the whole file for every image asked for
+    and believes whatever count the header claims.
+    """
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if len(header) < 16 or header[:3] != b"\x00\x00\x08" or header[3] != 3:
+        raise ValueError("not an IDX file of uint8 images (N, H, W)")
+    n, h, w = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
+    if h * w > MAX_PIXELS:
+        raise ValueError(f"IDX images of {h}x{w} pixels, more than the {MAX_PIXELS:,} accepted")
+    if path.stat().st_size != 16 + n * h * w:
+        raise ValueError(f"IDX header claims {n} images of {h}x{w}, but the file holds {path.stat().st_size:,} bytes")
+    return n, h, w
 
 
 def count_images(path: Path) -> int:
@@ -45,8 +70,7 @@ def count_images(path: Path) -> int:
             shape = np.load(path, mmap_mode="r").shape
             return shape[0] if len(shape) == 3 and shape[1:] == (28, 28) else 1
         if _is_idx(path):
-            header = path.read_bytes()[:8]
-            return int.from_bytes(header[4:8], "big") if len(header) == 8 and header[2] == 8 and header[3] == 3 else 1
+            return idx_shape(path)[0]
     except (OSError, ValueError):
         pass  # read_image reports the problem for this file
     return 1
@@ -63,15 +87,21 @@ def read_image(path: Path, index: int | None) -> Tensor:
             image = torch.from_numpy(np.array(array[index] if array.ndim == 3 else array, dtype=np.float32))
             return image / 255 if image.max() > 1 else image
         if _is_idx(path):
-            images = read_sn3_pascalvincent_tensor(str(path), strict=False)
-            if images.ndim != 3 or images.dtype != torch.uint8:
-                raise ValueError(f"IDX file holds {tuple(images.shape)} {images.dtype}, expected uint8 images (N, H, W)")
-            return images[index or 0].float() / 255
+            _, h, w = idx_shape(path)
+            with open(path, "rb") as f:  # one image: seek to it, read its bytes
+                f.seek(16 + (index or 0) * h * w)
+                pixels = np.frombuffer(f.read(h * w), dtype=np.uint8).reshape(h, w)
+            return torch.from_numpy(pixels.astype(np.float32) / 255)
         if suffix in IMAGE_SUFFIXES:
-            with Image.open(path) as img:
-                return _grey(img)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below
+                with Image.open(path) as img:
+                    if img.width * img.height > MAX_PIXELS:
+                        raise ValueError(f"{img.width}x{img.height} pixels, more than the {MAX_PIXELS:,} accepted")
+                    factor = -(-max(img.size) // WORKING_SIDE)
+                    return _grey(img.reduce(factor) if factor > 1 else img)
         raise ValueError(f"not a supported file type ({', '.join(sorted(IMAGE_SUFFIXES | ARRAY_SUFFIXES))} or IDX)")
-    except (OSError, UnidentifiedImageError, RuntimeError, AssertionError, IndexError, EOFError) as e:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, RuntimeError, IndexError, EOFError) as e:
         raise ValueError(f"unreadable: {e}".strip()) from None
 
 
@@ -119,33 +149,44 @@ def to_mnist(image: Tensor) -> Tensor:
 class DigitFiles(Dataset):
     """Every image in a file or folder, read and made MNIST-like batch by batch, so memory does not grow with N.
 
-    A batch is ``(images, sources)``: ``uint8`` (B, 28, 28) and, per image, ``(path, index, error)``; an image
-    that cannot be read is a blank one with its error, so the run goes on and the CSV says what went wrong.
+    Only one entry per file is kept (with its image count from the header), so a file claiming millions of images
+    costs nothing until they are read. A batch is ``(images, sources)``: ``uint8`` (B, 28, 28) and, per image,
+    ``(path, index, error)``; an image that cannot be read is a blank one with its error, so the run goes on and the
+    CSV says what went wrong.
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.items: list[Item] = []
+        self.files: list[tuple[Path, bool]] = []  # (file, holds several images)
+        self.starts: list[int] = []  # the dataset index of each file's first image
+        total = 0
         for file in find_inputs(path):
-            n = count_images(file)
-            indexed = file.suffix.lower() in ARRAY_SUFFIXES or _is_idx(file)
-            self.items += [(str(file), i if indexed else None) for i in range(n)]
-        if not self.items:
+            self.files.append((file, file.suffix.lower() in ARRAY_SUFFIXES or _is_idx(file)))
+            self.starts.append(total)
+            total += count_images(file)
+        self.total = total
+        if not self.files:
             raise UserError(f"no files to predict on in {path}: the folder is empty.")
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.total
+
+    def item(self, i: int) -> tuple[Path, int | None]:
+        """The file and the index inside it of image ``i``."""
+        f = bisect.bisect_right(self.starts, i) - 1
+        file, several = self.files[f]
+        return file, i - self.starts[f] if several else None
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, list[tuple[str, int | None, str]]]:
         images, sources = torch.zeros(len(indices), 28, 28, dtype=torch.uint8), []
         for row, i in enumerate(indices):
-            path, index = self.items[i]
+            path, index = self.item(i)
             try:
-                images[row] = to_mnist(read_image(Path(path), index))
-                sources.append((path, index, ""))
+                images[row] = to_mnist(read_image(path, index))
+                sources.append((str(path), index, ""))
             except ValueError as e:
-                sources.append((path, index, str(e)))
+                sources.append((str(path), index, str(e)))
         return images, sources
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Tensor, tuple[str, int | None, str]]:
         images, sources = self.__getitems__([i])
         return images[0], sources[0]

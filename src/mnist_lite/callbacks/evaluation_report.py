@@ -8,11 +8,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lite import figures
-from mnist_lite.datamodule import MEAN, STD
 
-
-class TestReport(Callback):
+class EvaluationReport(Callback):
     """Writes ``confusion_matrix.png``, ``per_class_accuracy.png`` and ``.csv``, and ``most_confident_errors.png``.
 
     Args:
@@ -21,22 +18,36 @@ class TestReport(Callback):
 
     def __init__(self, errors_shown: int = 16) -> None:
         self.errors_shown = errors_shown
+        self.written: list[Path] = []
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.confusion = MulticlassConfusionMatrix(num_classes=10).to(pl_module.device)
         # Only the most confident errors so far are kept, so memory does not grow with the test set.
-        self.errors = (torch.empty(0), torch.empty(0, 28, 28), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
+        self.errors: tuple[Tensor, ...] = (
+            torch.empty(0),
+            torch.empty(0, 28, 28),
+            torch.empty(0, dtype=torch.long),
+            torch.empty(0, dtype=torch.long),
+        )
 
     def on_test_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Tensor, batch: tuple[Tensor, Tensor],
-        batch_idx: int, dataloader_idx: int = 0,
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Tensor,
+        batch: tuple[Tensor, Tensor],
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         images, labels = batch
         confidence, predicted = outputs.float().softmax(dim=1).max(dim=1)
         self.confusion.update(predicted, labels)
         wrong = predicted != labels
-        pixels = (images[wrong, 0].float().cpu() * STD + MEAN).clamp(0, 1)
-        merged = [torch.cat([old, new.cpu()]) for old, new in zip(self.errors, (confidence[wrong], pixels, labels[wrong], predicted[wrong]))]
+        pixels = images[wrong, 0].float().cpu()  # the model's input: pixels in [0, 1]
+        merged = [
+            torch.cat([old, new.cpu()])
+            for old, new in zip(self.errors, (confidence[wrong], pixels, labels[wrong], predicted[wrong]))
+        ]
         keep = merged[0].argsort(descending=True)[: self.errors_shown]
         self.errors = tuple(t[keep] for t in merged)
 
@@ -45,15 +56,19 @@ class TestReport(Callback):
         folder = Path(trainer.log_dir or ".")  # every rank must ask: under DDP it is a broadcast
         if not trainer.is_global_zero:
             return
+        from mnist_lite import figures  # matplotlib: only once there is something to draw
+
         folder.mkdir(parents=True, exist_ok=True)
         per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
         with open(folder / "per_class_accuracy.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["digit", "accuracy", "images"])
-            writer.writerows([d, f"{a:.4f}", int(n)] for d, (a, n) in enumerate(zip(per_class.tolist(), matrix.sum(1).tolist())))
+            writer.writerows(
+                [d, f"{a:.4f}", int(n)] for d, (a, n) in enumerate(zip(per_class.tolist(), matrix.sum(1).tolist()))
+            )
         written = [
             figures.save(figures.confusion_matrix(matrix), folder / "confusion_matrix.png"),
             figures.save(figures.per_class_accuracy(per_class), folder / "per_class_accuracy.png"),
             figures.save(figures.error_grid(*self.errors), folder / "most_confident_errors.png"),
         ]
-        print("Wrote " + ", ".join(str(p) for p in written) + f" and {folder / 'per_class_accuracy.csv'}")
+        self.written = [*written, folder / "per_class_accuracy.csv"]  # the CLI says so once the progress bar closes

@@ -6,9 +6,26 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-HEADER = ["path", "index", "prediction", "confidence", "top1", "top1_prob", "top2", "top2_prob", "top3", "top3_prob", "error"]
+# A cell that starts with one of these is a formula to a spreadsheet; a leading apostrophe makes it text, as
+# OWASP's advice for CSV injection and spreadsheet-safe CSV writers do. File names are the cells at risk.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+HEADER = [
+    "path",
+    "index",
+    "prediction",
+    "confidence",
+    "top1",
+    "top1_prob",
+    "top2",
+    "top2_prob",
+    "top3",
+    "top3_prob",
+    "error",
+]
 
 
 class CSVPredictionWriter(BasePredictionWriter):
@@ -30,14 +47,20 @@ class CSVPredictionWriter(BasePredictionWriter):
         if trainer.world_size > 1:  # each rank predicts its own shard
             self.path = self.path.with_name(f"{self.path.stem}-rank{trainer.global_rank}{self.path.suffix}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "w", newline="")
+        self.file = open(self.path, "w", newline="")  # noqa: SIM115 (open across hooks; closed in on_predict_end)
         self.csv = csv.writer(self.file)
         self.csv.writerow(HEADER)
         self.read = self.failed = 0
 
     def write_on_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, prediction: Tensor, batch_indices: Any,
-        batch: Any, batch_idx: int, dataloader_idx: int,
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Tensor,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
     ) -> None:
         sources = batch[1] if isinstance(batch[1], list) else [("MNIST test set", i, "") for i in batch_indices]
         top_probs, top_digits = prediction.float().topk(3, dim=1)
@@ -45,15 +68,24 @@ class CSVPredictionWriter(BasePredictionWriter):
             index = "" if index is None else index
             if error:
                 self.failed += 1
-                self.csv.writerow([path, index, "", "", "", "", "", "", "", "", error])
+                self.csv.writerow([_text(path), index, "", "", "", "", "", "", "", "", _text(error)])
                 continue
             self.read += 1
             tops = [value for pair in zip(digits, (f"{p:.4f}" for p in probs)) for value in pair]
-            self.csv.writerow([path, index, digits[0], f"{probs[0]:.4f}", *tops, ""])
+            self.csv.writerow([_text(path), index, digits[0], f"{probs[0]:.4f}", *tops, ""])
         self.file.flush()
+        if trainer.received_sigterm:  # Lightning's predict loop never checks: stop here, the rows so far are kept
+            self.file.close()
+            raise SIGTERMException()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.file.close()
-        if trainer.is_global_zero:
-            summary = f"{self.read} images predicted" + (f", {self.failed} could not be read (see the error column)" if self.failed else "")
-            print(f"Wrote predictions to {self.path}: {summary}.")
+
+    def summary(self) -> str:
+        """Printed by the CLI once the progress bar has closed, so it starts a line of its own."""
+        failed = f", {self.failed} could not be read (see the error column)" if self.failed else ""
+        return f"Wrote predictions to {self.path}: {self.read} image{'s' if self.read != 1 else ''} predicted{failed}."
+
+
+def _text(cell: str) -> str:
+    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell

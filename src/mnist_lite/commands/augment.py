@@ -1,0 +1,46 @@
+"""``mnist-lite augment``: draw the augmentations of one training image into a PNG."""
+
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+
+from mnist_lite import data_source
+from mnist_lite.augmentations import REGISTRY
+from mnist_lite.errors import UserError
+
+
+def augment(
+    index: NonNegativeInt = 0,
+    output: str = "augmentations.png",
+    names: list[str] | None = None,
+    random: bool = False,
+    samples: PositiveInt = 4,
+    seed: int = 0,
+    data_dir: str = "data",
+) -> None:
+    """Draw the augmentations of one training image into a PNG.
+
+    Args:
+        index: which training image (0-59999).
+        output: the PNG to write.
+        names: augmentations to draw, by name; all nine when not given.
+        random: draw the random training-time versions instead of the showcase transforms.
+        samples: with --random, draws per augmentation.
+        seed: with --random, the seed of the draws.
+        data_dir: where MNIST is extracted.
+    """
+    from mnist_lite import figures  # matplotlib: only for the commands that draw
+    from mnist_lite.datamodule import to_unit_range
+
+    names = list(REGISTRY) if names is None else names
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise UserError(f"unknown augmentation {unknown[0]!r}: choose from {', '.join(REGISTRY)}.")
+    data_source.prepare(data_dir)
+    images, labels = data_source.load(data_dir, train=True)
+    if index >= len(labels):
+        raise UserError(f"--index {index} is out of range: the training set has images 0-{len(labels) - 1}.")
+    image, label = to_unit_range(images[index : index + 1])[0], int(labels[index])
+    if random:
+        fig = figures.random_augmentation_grid(image, label, index, names, samples, seed)
+    else:
+        fig = figures.augmentation_grid(image, label, index, names)
+    print(f"Wrote {figures.save(fig, output)}")

@@ -1,0 +1,57 @@
+"""Bounds on what a YAML config may cost: its size, and what its aliases expand to.
+
+jsonargparse reads every ``--config`` file and command-line value through one YAML loader. PyYAML itself resolves
+aliases by reference, so a "billion laughs" file loads in microseconds; it is the deep copies made afterwards that
+take minutes and gigabytes. So the text is capped, and the loaded value is measured as if every alias were
+expanded (with a memo, so measuring costs no more than the file) before anyone copies it.
+"""
+
+from typing import Any
+
+import yaml
+from jsonargparse import get_loader, set_loader
+
+MAX_CONFIG_CHARS = 1_000_000  # about 50 times configs/cpu.yaml; larger is not a config someone wrote
+MAX_CONFIG_NODES = 100_000  # values after expanding aliases; configs/cpu.yaml has about 60
+
+
+class ConfigTooLarge(yaml.YAMLError):
+    """Raised by the loader; a YAMLError, so jsonargparse reports it as a config that cannot be loaded."""
+
+
+def expanded_size(value: Any, memo: dict[int, int] | None = None) -> int:
+    """How many values ``value`` holds once every shared (aliased) part is counted each time it is used."""
+    memo = {} if memo is None else memo
+    if id(value) in memo:
+        return memo[id(value)]
+    if isinstance(value, dict):
+        size = 1 + sum(expanded_size(k, memo) + expanded_size(v, memo) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        size = 1 + sum(expanded_size(v, memo) for v in value)
+    else:
+        size = 1
+    memo[id(value)] = size
+    return size
+
+
+def bounded(load: Any) -> Any:
+    def load_bounded(text: str) -> Any:
+        if len(text) > MAX_CONFIG_CHARS:
+            raise ConfigTooLarge(f"config is {len(text):,} characters, more than the {MAX_CONFIG_CHARS:,} allowed")
+        value = load(text)
+        size = expanded_size(value)
+        if size > MAX_CONFIG_NODES:
+            raise ConfigTooLarge(
+                f"config expands to {size:,} values through its aliases, more than the {MAX_CONFIG_NODES:,} allowed"
+            )
+        return value
+
+    load_bounded.bounded = True  # type: ignore[attr-defined]
+    return load_bounded
+
+
+def install() -> None:
+    """Wrap jsonargparse's YAML loader once per process."""
+    current = get_loader("yaml")
+    if not getattr(current, "bounded", False):
+        set_loader("yaml", bounded(current), exceptions=(yaml.YAMLError,))

@@ -1,0 +1,131 @@
+"""Helpers shared by the test modules (tests import these, never each other)."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_lite.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = Path(__file__).parent / "conf"
+TINY = CONF / "tiny.yaml"
+CPU = ROOT / "configs" / "cpu.yaml"
+EXAMPLES = ROOT / "examples" / "digits"
+
+# The seed's network as plain PyTorch, as a user's own code would have it; run in-process and in subprocesses
+# that never import mnist_lite.
+SEED_NET = """
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+class SeedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1); self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1); self.bn2 = nn.BatchNorm2d(8)
+        self.fc1 = nn.Linear(392, 32); self.dropout = nn.Dropout(0.25); self.fc2 = nn.Linear(32, 10)
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        return self.fc2(self.dropout(F.relu(self.fc1(x.flatten(1)))))
+"""
+
+
+def seed_net() -> torch.nn.Module:
+    scope: dict = {}
+    exec(SEED_NET, scope)
+    return scope["SeedNet"]()
+
+
+def fit_args(config: Path, data_dir: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", str(config), f"--data.data_dir={data_dir}", *extra]
+
+
+def tiny_fit(data_dir: Path, *extra: str) -> Path:
+    """A tiny fit in the current folder; returns its run folder."""
+    main(fit_args(TINY, data_dir, *extra))
+    return newest_run()
+
+
+def newest_run(root: Path = Path("lightning_logs")) -> Path:
+    return max(root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+def run_folder(out: str) -> Path:
+    """The folder a command said it writes to (its "Run folder: ..." line)."""
+    return Path(next(line for line in out.splitlines() if line.startswith("Run folder: ")).split(": ", 1)[1])
+
+
+def last(run: Path) -> Path:
+    return max(run.glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, weights_only=True)["state_dict"]
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def fails(args: list[str], capsys: pytest.CaptureFixture, max_lines: int = 2) -> str:
+    """Run ``main(args)``, which must exit non-zero with a short message and no traceback; returns stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    message = [line for line in err.strip().splitlines() if "error" in line or "See '" in line]
+    assert message and len(message) <= max_lines, err
+    return err
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m mnist_lite ARGS`` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_lite", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def can_make_immutable() -> bool:
+    """chattr +i needs CAP_LINUX_IMMUTABLE, which containers often drop even for root."""
+    with tempfile.NamedTemporaryFile() as f:
+        if subprocess.run(["chattr", "+i", f.name], capture_output=True).returncode != 0:
+            return False
+        subprocess.run(["chattr", "-i", f.name], check=True)
+        return True
+
+
+def can_unshare_mounts() -> bool:
+    """A private mount namespace needs unprivileged user namespaces, which some runners forbid."""
+    try:
+        return (
+            subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode
+            == 0
+        )
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """chmod for ordinary users; root writes through that, so it also gets the immutable attribute."""
+    if os.geteuid() == 0 and not can_make_immutable():
+        pytest.skip("root here lacks CAP_LINUX_IMMUTABLE, so nothing can make a folder read-only for it")
+    path.chmod(0o500)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o700)
