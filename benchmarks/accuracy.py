@@ -1,7 +1,7 @@
 """Test accuracy on the official 10k test set after fitting a config, for several seeds.
 
-    python benchmarks/accuracy.py --config configs/cpu.yaml --seeds 0 1 2
-    python benchmarks/accuracy.py --config configs/best.yaml --seeds 0 1 2
+python benchmarks/accuracy.py --config configs/cpu.yaml --seeds 0 1 2
+python benchmarks/accuracy.py --config configs/best.yaml --seeds 0 1 2
 """
 
 import argparse

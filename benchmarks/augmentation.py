@@ -11,10 +11,11 @@ import argparse
 
 import torch
 
-from common import CPU, ROOT, build, median, quiet, timed
 from mnist_lite import data_source
 from mnist_lite.augmentations import warp
-from mnist_lite.datamodule import normalize, to_unit_range
+from mnist_lite.datamodule import to_unit_range
+
+from common import CPU, ROOT, build, median, quiet, timed
 
 AUGMENTED = str(ROOT / "configs" / "augmented.yaml")
 
@@ -31,7 +32,7 @@ def shifted(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
     model.eval()
     with torch.inference_mode():
-        predicted = torch.cat([model(normalize(chunk)).argmax(1) for chunk in images.split(1000)])
+        predicted = torch.cat([model(to_unit_range(chunk)).argmax(1) for chunk in images.split(1000)])
     return (predicted == labels).float().mean().item()
 
 

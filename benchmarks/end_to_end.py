@@ -18,7 +18,11 @@ from common import CPU, ROOT, median
 
 COMMANDS = {
     "mnist-lite fit --config configs/cpu.yaml": [
-        shutil.which("mnist-lite") or "mnist-lite", "fit", "--config", CPU, "--trainer.enable_progress_bar=false"
+        shutil.which("mnist-lite") or "mnist-lite",
+        "fit",
+        "--config",
+        CPU,
+        "--trainer.enable_progress_bar=false",
     ],
     "seed pipeline (benchmarks/seed_pipeline.py)": [sys.executable, str(ROOT / "benchmarks" / "seed_pipeline.py")],
 }
@@ -38,7 +42,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mnist-lite-e2e-"))
-    subprocess.run([sys.executable, "-c", "from mnist_lite import data_source; data_source.prepare('data')"], cwd=workdir, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "from mnist_lite import data_source; data_source.prepare('data')"],
+        cwd=workdir,
+        check=True,
+    )
     runs = {name: [] for name in COMMANDS}
     for _ in range(args.repeats):
         for name, command in COMMANDS.items():
@@ -46,7 +54,10 @@ def main() -> None:
     print("| command | median wall s | runs (s) | median peak RSS MiB |\n| --- | --- | --- | --- |")
     for name, results in runs.items():
         walls = [w for w, _ in results]
-        print(f"| {name} | {median(walls):.2f} | {', '.join(f'{w:.2f}' for w in walls)} | {median([r for _, r in results]):.0f} |")
+        print(
+            f"| {name} | {median(walls):.2f} | {', '.join(f'{w:.2f}' for w in walls)} "
+            f"| {median([r for _, r in results]):.0f} |"
+        )
     ours, seed = (runs[name] for name in COMMANDS)
     ratios = [a[0] / b[0] for a, b in zip(ours, seed)]
     print(f"\nmedian wall-time ratio mnist-lite/seed: {median(ratios):.2f} (goal <= 0.6)")

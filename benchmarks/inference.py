@@ -1,6 +1,6 @@
 """Inference speed of a fitted checkpoint, in-process with the model loaded.
 
-Single-image latency through the predict path (uint8 image -> normalize -> predict_step -> probabilities),
+Single-image latency through the predict path (uint8 image -> [0, 1] pixels -> predict_step -> probabilities),
 p50 and p99 over --calls calls (goal p50 <= 0.3 ms); batched throughput at batch 256 and 1,000 (goal
 >= 30,000 images/s on 2 cores); and the loop time of `mnist-lite test` over the 10k test set.
 
@@ -13,10 +13,11 @@ import time
 
 import torch
 
-from common import build, quiet, timed
 from mnist_lite import data_source
-from mnist_lite.classifier import MNISTClassifier
-from mnist_lite.datamodule import normalize
+from mnist_lite.checkpoints import load_model
+from mnist_lite.datamodule import to_unit_range
+
+from common import build, quiet, timed
 
 
 def main() -> None:
@@ -27,10 +28,10 @@ def main() -> None:
     quiet()
     data_source.prepare("data")
     images, _ = data_source.load("data", train=False)
-    model = MNISTClassifier.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True).eval()
+    model = load_model(args.ckpt)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        return model.predict_step((normalize(batch), None), 0)
+        return model.predict_step((to_unit_range(batch), None), 0)
 
     latencies = []
     with torch.inference_mode():
@@ -47,7 +48,7 @@ def main() -> None:
         for batch_size in (256, 1000):
             rates = []
             for _ in range(5):
-                seconds = timed(lambda: [predict(chunk) for chunk in images.split(batch_size)])
+                seconds = timed(lambda size=batch_size: [predict(chunk) for chunk in images.split(size)])
                 rates.append(len(images) / seconds)
             print(f"| batch {batch_size} | {statistics.median(rates):,.0f} images/s (median of 5 passes over 10k) | |")
 

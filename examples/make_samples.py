@@ -44,7 +44,9 @@ def main() -> None:
     rgb = np.stack([1 - grey, 1 - grey, np.ones_like(grey) - 0.2 * grey], axis=-1)
     Image.fromarray((rgb * 255).astype(np.uint8)).save(OUT / f"{label}_blue_on_white_200x100.bmp")
     ink, label = d[4]  # a large greyscale scan with a grey paper tone
-    Image.fromarray((230 - render(ink, 220, 300, (30, 40, 170, 170)) * 0.8).astype(np.uint8)).save(OUT / f"{label}_grey_scan_300x220.tiff")
+    Image.fromarray((230 - render(ink, 220, 300, (30, 40, 170, 170)) * 0.8).astype(np.uint8)).save(
+        OUT / f"{label}_grey_scan_300x220.tiff"
+    )
     np.save(OUT / f"array_{''.join(str(d[i][1]) for i in range(5, 10))}.npy", images[5:10].numpy())
     # An IDX file, MNIST's own format: magic 0x00000803, count, rows, columns, then the pixels.
     header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2, 28, 28))
