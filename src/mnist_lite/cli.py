@@ -99,7 +99,7 @@ class MnistLiteCLI(LightningCLI):
         try:
             super().__init__(*args, **kwargs)
         except BaseException:
-            if self.run_dir is not None and not runs.is_launched_rank():
+            if self.run_dir is not None and not runs.is_other_rank():
                 runs.release(self.run_dir)  # a command that fails before its work leaves nothing behind
             raise
 
@@ -108,7 +108,7 @@ class MnistLiteCLI(LightningCLI):
         for name, tool in TOOLS.items():
             summary = (inspect.getdoc(tool) or name).split("\n")[0]
             tool_parser = ConciseParser(prog=f"mnist-lite {name}", description=summary)
-            tool_parser.add_function_arguments(tool, skip=set())
+            tool_parser.add_function_arguments(tool)
             parser._subcommands_action.add_subcommand(name, tool_parser, help=summary)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -193,7 +193,9 @@ class MnistLiteCLI(LightningCLI):
             return  # no logger, another kind, or a version the user chose
         if self.config[self.subcommand].trainer.get("fast_dev_run"):
             return  # Lightning logs nothing then
-        if runs.is_launched_rank():
+        if runs.is_other_rank():
+            if runs.RUN_DIR_ENV not in os.environ:
+                return
             folder = Path(os.environ[runs.RUN_DIR_ENV])
         else:
             root = Path(init.save_dir or "lightning_logs") / (init.get("name") or "")

@@ -12,13 +12,15 @@ from pathlib import Path
 
 from mnist_lite.errors import UserError
 
-# Under DDP, Lightning starts ranks 1.. as copies of this command; they must join rank 0's folder, not claim one.
+# Under DDP, Lightning starts ranks 1.. as copies of this command, with rank 0's environment: they join the folder
+# rank 0 claimed. Ranks started by torchrun or SLURM claim none; Lightning logs from global rank 0 only.
 RUN_DIR_ENV = "MNIST_LITE_RUN_DIR"
 _SCORE = re.compile(r"val_acc=([0-9.]+?)(?:-v\d+)?\.ckpt$")
 
 
-def is_launched_rank() -> bool:
-    return os.environ.get("LOCAL_RANK", "0") != "0" and RUN_DIR_ENV in os.environ
+def is_other_rank() -> bool:
+    """Whether this process is a DDP rank other than the global rank 0."""
+    return any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 def claim(parent: Path, stem: str, numbered: bool) -> Path:
