@@ -47,6 +47,20 @@ def test_curves_plots_a_runs_metrics(data_dir: Path, in_tmp: Path, capsys) -> No
     assert _is_png(in_tmp / "lightning_logs" / "version_0" / "learning_curves.png")
 
 
+def test_curves_draw_lines_within_one_epoch_and_say_what_the_loss_includes() -> None:
+    from mnist_lite import figures
+
+    rows = [{"step": str(s), "train_loss": "0.5", "train_acc": "0.9"} for s in range(49, 860, 50)]
+    rows.append(
+        {"step": "859", "val_loss": "0.1", "val_acc": "0.98", "train_loss_epoch": "0.5", "train_acc_epoch": "0.9"}
+    )
+    fig = figures.learning_curves(rows, label_smoothing=0.05)
+    acc_ax = fig.axes[1]
+    per_step = {line.get_label(): len(line.get_xdata()) for line in acc_ax.lines}
+    assert per_step["train accuracy (batch, per logged step)"] == 17  # 860 steps / 50: a line, not one dot
+    assert "label smoothing (0.05)" in fig._suptitle.get_text()
+
+
 def test_curves_without_a_log_is_a_clear_error(in_tmp: Path, capsys) -> None:
     assert "nowhere/metrics.csv does not exist" in fails(["curves", "--log_dir", "nowhere"], capsys)
 
