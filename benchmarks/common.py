@@ -2,6 +2,8 @@
 
 import logging
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -21,6 +23,17 @@ QUIET = [
     "--checkpoint.save_top_k=0",
     "--checkpoint.save_last=false",
 ]
+
+
+def prepared_workdir(prefix: str) -> Path:
+    """A new temporary folder holding the extracted MNIST under data/, for commands run as subprocesses."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    subprocess.run(
+        [sys.executable, "-c", "from mnist_lite import data_source; data_source.prepare('data')"],
+        cwd=workdir,
+        check=True,
+    )
+    return workdir
 
 
 def quiet() -> None:

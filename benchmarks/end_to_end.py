@@ -11,10 +11,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from common import CPU, ROOT, median
+from common import CPU, ROOT, median, prepared_workdir
 
 COMMANDS = {
     "mnist-lite fit --config configs/cpu.yaml": [
@@ -41,12 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="mnist-lite-e2e-"))
-    subprocess.run(
-        [sys.executable, "-c", "from mnist_lite import data_source; data_source.prepare('data')"],
-        cwd=workdir,
-        check=True,
-    )
+    workdir = prepared_workdir("mnist-lite-e2e-")
     runs = {name: [] for name in COMMANDS}
     for _ in range(args.repeats):
         for name, command in COMMANDS.items():

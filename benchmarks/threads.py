@@ -11,11 +11,10 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import CPU, median
+from common import CPU, median, prepared_workdir
 
 BUSY = "while True: pass"  # one other job: a process that keeps one core busy
 
@@ -32,12 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="mnist-lite-threads-"))
-    subprocess.run(
-        [sys.executable, "-c", "from mnist_lite import data_source; data_source.prepare('data')"],
-        cwd=workdir,
-        check=True,
-    )
+    workdir = prepared_workdir("mnist-lite-threads-")
     cores = os.cpu_count() or 1
     settings: list[int | None] = [None, 1, cores]
     print("| machine | threads | median wall s | runs (s) |\n| --- | --- | --- | --- |")

@@ -115,6 +115,18 @@ def can_unshare_mounts() -> bool:
         return False
 
 
+def on_full_disk(cwd: Path, folder: str, size: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m mnist_lite ARGS`` with ``cwd/folder`` a tmpfs of ``size`` in a private mount namespace; its stdout
+    ends with the files left in that folder. Skips where the machine forbids user namespaces."""
+    if not can_unshare_mounts():
+        pytest.skip("this machine forbids unprivileged user namespaces, so no private tmpfs can be mounted")
+    command = " ".join([sys.executable, "-m", "mnist_lite", *args])
+    mount = f"mkdir -p {folder} && mount -t tmpfs -o size={size} tmpfs {folder}"
+    script = f"{mount} && {command}; code=$?; find {folder} -type f; exit $code"
+    unshare = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script]
+    return subprocess.run(unshare, cwd=cwd, capture_output=True, text=True)
+
+
 @contextmanager
 def read_only(path: Path) -> Iterator[None]:
     """chmod for ordinary users; root writes through that, so it also gets the immutable attribute."""

@@ -14,7 +14,7 @@ from mnist_lite import data_source
 from mnist_lite.checkpoints import load_model
 from mnist_lite.cli import main
 
-from helpers import SEED_NET, can_unshare_mounts, fails, read_only
+from helpers import SEED_NET, fails, on_full_disk, read_only
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +131,9 @@ def test_read_only_output_folder_leaves_nothing(fitted_checkpoint, tmp_path: Pat
 
 @pytest.mark.parametrize("fmt", ["torchscript", "state_dict"])  # TorchScript aborted the process; state_dict raised
 def test_full_disk_when_exporting(fmt: str, fitted_checkpoint: Path, tmp_path: Path) -> None:
-    if not can_unshare_mounts():
-        pytest.skip("this machine forbids unprivileged user namespaces, so no private tmpfs can be mounted")
-    # 20 kB: less than any of the three formats needs (50-80 kB).
-    export = f"{sys.executable} -m mnist_lite export --ckpt_path {fitted_checkpoint} --format {fmt} --output out/model"
-    script = f"mkdir -p out && mount -t tmpfs -o size=20k tmpfs out && {export}; code=$?; ls -A out; exit $code"
-    result = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+    # 20 kB: less than any format needs (50-80 kB).
+    result = on_full_disk(
+        tmp_path, "out", "20k", "export", f"--ckpt_path={fitted_checkpoint}", f"--format={fmt}", "--output=out/model"
     )
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == "mnist-lite: error: cannot write out/model: No space left on device."

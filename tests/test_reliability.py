@@ -20,10 +20,10 @@ from helpers import (
     CONF,
     CPU,
     TINY,
-    can_unshare_mounts,
     fails,
     fit_args,
     last,
+    on_full_disk,
     read_only,
     same_weights,
     tiny_fit,
@@ -198,18 +198,8 @@ def test_read_only_data_dir_through_the_cli(tmp_path: Path, capsys) -> None:
 
 
 def test_full_disk_when_checkpointing(data_dir: Path, tmp_path: Path) -> None:
-    if not can_unshare_mounts():
-        pytest.skip("this machine forbids unprivileged user namespaces, so no private tmpfs can be mounted")
-    # A 120 kB tmpfs in a private mount namespace: room for the logs, not for a 180 kB checkpoint.
-    fit = f"{sys.executable} -m mnist_lite fit --config {TINY} --data.data_dir={data_dir}"
-    mount = "mkdir -p lightning_logs && mount -t tmpfs -o size=120k tmpfs lightning_logs"
-    script = f"{mount} && {fit}; code=$?; find lightning_logs -type f; exit $code"
-    result = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    # 120 kB: room for the logs, not for a 180 kB checkpoint.
+    result = on_full_disk(tmp_path, "lightning_logs", "120k", "fit", f"--config={TINY}", f"--data.data_dir={data_dir}")
     assert result.returncode == 1
     assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
     assert "mnist-lite: error: cannot write checkpoint" in result.stderr
