@@ -1,4 +1,4 @@
-"""MNIST as a LightningDataModule: splits in memory as ``uint8``, batches made by indexing, normalised per batch."""
+"""MNIST as a LightningDataModule: splits in memory as ``uint8``, batches by indexing, scaled to [0, 1]."""
 
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
