@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +87,18 @@ def fails(args: list[str], capsys: pytest.CaptureFixture, max_lines: int = 2) ->
     message = [line for line in err.strip().splitlines() if "error" in line or "See '" in line]
     assert message and len(message) <= max_lines, err
     return err
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims a size in its header and holds a broken image: enough for a decoder's first look."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 6, 0, 0, 0])  # 8-bit RGBA
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def run_cli(cwd: Path, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from mnist_lite.callbacks import CSVPredictionWriter
 from mnist_lite.cli import main
 from mnist_lite.images import DigitFiles, read_image, to_mnist
 
-from helpers import EXAMPLES, fails, run_folder
+from helpers import EXAMPLES, fails, png_header, run_folder
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -200,25 +199,13 @@ def test_images_are_read_lazily_batch_by_batch(tmp_path: Path, monkeypatch) -> N
     assert calls == [5, 59_999]
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that claims a size in its header and holds a broken image: enough for a decoder's first look."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 6, 0, 0, 0])  # 8-bit RGBA
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
 def test_hostile_files_are_error_rows_and_the_run_goes_on(fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
     folder = in_tmp / "hostile"
     folder.mkdir()
     claim = b"\x00\x00\x08\x03" + (2**31 - 1).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
     (folder / "claims_2e9_images.idx").write_bytes(claim + bytes(28 * 28 * 2))
-    (folder / "bomb_30000.png").write_bytes(_png_header(30_000, 30_000))  # past PIL's own bomb limit
-    (folder / "bomb_6000.png").write_bytes(_png_header(6_000, 6_000))  # under PIL's, over ours
+    (folder / "bomb_30000.png").write_bytes(png_header(30_000, 30_000))  # past PIL's own bomb limit
+    (folder / "bomb_6000.png").write_bytes(png_header(6_000, 6_000))  # under PIL's, over ours
     (folder / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
     main(
         [

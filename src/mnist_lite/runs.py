@@ -71,6 +71,15 @@ def newest_checkpoint(root: Path, kind: str) -> Path:
     return max(in_run, key=lambda p: p.stat().st_mtime)
 
 
+def checkpoint_path(given: str, root: Path = Path("lightning_logs")) -> Path:
+    """A tool's --ckpt_path: a file, or ``last`` / ``best`` for the newest run's, as the trainer subcommands take."""
+    if given in ("last", "best"):
+        found = newest_checkpoint(root, given)
+        print(f"Checkpoint: {found}")
+        return found
+    return Path(given)
+
+
 def _score(path: Path) -> float:
     match = _SCORE.search(path.name)
     return float(match.group(1)) if match else float("-inf")

@@ -6,5 +6,6 @@ from collections.abc import Callable
 from mnist_lite.commands.augment import augment
 from mnist_lite.commands.curves import curves
 from mnist_lite.commands.export import export
+from mnist_lite.commands.serve import serve
 
-TOOLS: dict[str, Callable[..., None]] = {"augment": augment, "export": export, "curves": curves}
+TOOLS: dict[str, Callable[..., None]] = {"augment": augment, "export": export, "curves": curves, "serve": serve}

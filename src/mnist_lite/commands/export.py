@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from mnist_lite import checkpoints
+from mnist_lite import checkpoints, runs
 from mnist_lite.errors import UserError
 
 Format = Literal["onnx", "torchscript", "state_dict"]
@@ -17,13 +17,14 @@ def export(ckpt_path: str, output: str, format: Format = "onnx") -> None:
     """Write a fitted model as ONNX, TorchScript or a plain state_dict, all or nothing.
 
     Args:
-        ckpt_path: a checkpoint written by mnist-lite fit.
+        ckpt_path: a checkpoint written by mnist-lite fit, or last or best for the newest run's.
         output: the file to write; an existing regular file is replaced, never the checkpoint itself.
         format: onnx and torchscript are the fitted model itself (images in [0, 1] to logits); state_dict is the
             network's weights, which the seed's plain module loads.
     """
-    target = _check_output(Path(output), Path(ckpt_path))
-    model = checkpoints.load_model(ckpt_path)
+    checkpoint = runs.checkpoint_path(ckpt_path)
+    target = _check_output(Path(output), checkpoint)
+    model = checkpoints.load_model(checkpoint)
     data = io.BytesIO()  # serialised in memory, so a full disk is an OSError here, not a crash inside torch
     if format == "state_dict":
         torch.save(model.net.state_dict(), data)

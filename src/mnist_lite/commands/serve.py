@@ -1,0 +1,89 @@
+"""``mnist-lite serve``: a page to draw digits on, and the HTTP API behind it (server.py), run by uvicorn."""
+
+import os
+import signal
+import socket
+from typing import Any
+
+from jsonargparse.typing import PositiveInt
+
+from mnist_lite import runs
+from mnist_lite.errors import UserError
+
+
+def serve(
+    ckpt_path: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: PositiveInt = 1,
+    max_upload_mb: PositiveInt = 4,
+) -> None:
+    """Serve a page to draw digits on and watch the model read them, and the API behind it, until Ctrl-C.
+
+    Args:
+        ckpt_path: a checkpoint written by mnist-lite fit, or last or best for the newest run's.
+        host: the address to listen on. 127.0.0.1 is this machine only; 0.0.0.0 is every network it is on.
+        port: the port; 0 picks a free one.
+        workers: server processes sharing the port, each with the model loaded; one per core serves most.
+        max_upload_mb: uploads larger than this many MiB are refused with 413 before they are read.
+    """
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is not a port: choose one from 1 to 65535, or 0 for any free one.")
+    try:
+        import uvicorn
+        from uvicorn.supervisors import Multiprocess
+
+        from mnist_lite import server
+    except ImportError as e:
+        raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'.") from None
+
+    checkpoint = runs.checkpoint_path(ckpt_path)
+    os.environ[server.CKPT_ENV] = str(checkpoint.resolve())  # how the workers, started afresh, find it
+    os.environ[server.MAX_UPLOAD_ENV] = str(max_upload_mb * 1024 * 1024)
+    app = server.from_environment()  # a bad checkpoint is one line here, not a worker that fails to start
+    try:
+        sock = _listen(host, port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}. Choose another --port.") from None
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Serving {checkpoint} at http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C to stop)", flush=True)
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "limit_concurrency": 256}
+    options["timeout_keep_alive"] = 5
+    if workers > 1:  # uvicorn's supervisor starts them, restarts one that dies, and stops them on SIGINT/SIGTERM
+        config = uvicorn.Config(f"{server.__name__}:from_environment", factory=True, workers=workers, **options)
+        Multiprocess(config, sockets=[sock]).run()
+        print("Stopped.", flush=True)
+        return
+    # On SIGINT or SIGTERM uvicorn finishes the requests in flight, then raises the signal again for the handler
+    # it found: this one, so the command ends with its own line and exit code 0 instead of a killed process.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("Stopped.", flush=True)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that --port 0 can print the port it got. Made with IPPROTO_TCP named:
+    asyncio sets TCP_NODELAY only on such sockets, and without it every keep-alive reply waits 40 ms for an ACK."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
