@@ -68,12 +68,12 @@ def test_help_lists_every_subcommand(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     usage = capsys.readouterr().out.split("\n\n")[0]
-    assert "{fit,validate,test,predict,augment,export,curves,serve}" in usage
+    assert "{fit,validate,test,predict,augment,export,curves,serve,sweep}" in usage
 
 
 def test_no_subcommand_names_them_all(capsys) -> None:
     err = fails([], capsys)
-    assert "choose a subcommand: fit, validate, test, predict, augment, export, curves, serve." in err
+    assert "choose a subcommand: fit, validate, test, predict, augment, export, curves, serve, sweep." in err
 
 
 def test_tool_help_comes_from_the_signature(capsys) -> None:

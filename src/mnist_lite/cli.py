@@ -13,14 +13,14 @@ import torch
 from jsonargparse import Namespace, set_parsing_settings
 from jsonargparse.typing import PositiveInt
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lite import __version__, checkpoints, config_limits, cpu_threads, quiet, runs
 from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport
 from mnist_lite.classifier import MNISTClassifier
-from mnist_lite.commands import TOOLS
+from mnist_lite.commands import TOOLS, add_arguments
 from mnist_lite.datamodule import MNISTDataModule
 from mnist_lite.errors import UserError
 
@@ -108,7 +108,7 @@ class MnistLiteCLI(LightningCLI):
         for name, tool in TOOLS.items():
             summary = (inspect.getdoc(tool) or name).split("\n")[0]
             tool_parser = ConciseParser(prog=f"mnist-lite {name}", description=summary)
-            tool_parser.add_function_arguments(tool)
+            add_arguments(tool_parser, tool)
             parser._subcommands_action.add_subcommand(name, tool_parser, help=summary)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -307,10 +307,15 @@ def _log_root(config: Namespace) -> Path:
     return Path(init.get("save_dir") or "lightning_logs") / (init.get("name") or "")
 
 
-def cli(args: list[str] | None, run: bool = True) -> MnistLiteCLI:
-    """The LightningCLI behind ``mnist-lite``; ``run=False`` only builds the trainer, model and data (no subcommand)."""
+def cli(
+    args: list[str] | None, run: bool = True, callbacks: list[Callback] | None = None, exit_on_error: bool = True
+) -> MnistLiteCLI:
+    """The LightningCLI behind ``mnist-lite``; ``run=False`` only builds the trainer, model and data (no subcommand).
+    ``callbacks`` are added to the Trainer's (sweep's pruning); ``exit_on_error=False`` makes a bad argument raise
+    ``argparse.ArgumentError`` instead of exiting."""
     config_limits.install()
     set_parsing_settings(import_path_denylist=DENIED_IMPORT_PATHS)  # also turns jsonargparse's policy on
+    parser_kwargs = {"version": __version__, "prog": "mnist-lite", "description": DESCRIPTION}
     return MnistLiteCLI(
         MNISTClassifier,
         MNISTDataModule,
@@ -318,7 +323,8 @@ def cli(args: list[str] | None, run: bool = True) -> MnistLiteCLI:
         seed_everything_default=0,
         auto_configure_optimizers=False,  # the model's own optimizer/scheduler options cover it
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"version": __version__, "prog": "mnist-lite", "description": DESCRIPTION},
+        trainer_defaults={"callbacks": callbacks} if callbacks else None,
+        parser_kwargs={**parser_kwargs, "exit_on_error": exit_on_error},
         args=args,
         run=run,
     )

@@ -1,0 +1,146 @@
+"""``mnist-lite sweep``: real fits on a tiny budget (tests/conf/tiny.yaml), an SQLite study, concurrent and killed
+workers, and the one-line errors for a bad space."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from mnist_lite import search_space
+from mnist_lite.cli import main
+from mnist_lite.commands.sweep import GRACE_S
+
+from helpers import CPU, ROOT, TINY, fails
+
+SPACE = ROOT / "configs" / "sweep" / "cpu.yaml"
+
+
+@pytest.fixture
+def base(data_dir: Path, tmp_path: Path) -> list[str]:
+    """cpu.yaml on tiny.yaml's budget, reading the session's extracted MNIST."""
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"data": {"data_dir": str(data_dir)}}))
+    return ["--config", str(CPU), "--config", str(TINY), "--config", str(data)]
+
+
+def _sweep(base: list[str], folder: Path, *extra: str) -> list[str]:
+    storage = f"sqlite:///{folder / 'study.db'}"
+    return ["sweep", *base, "--space", str(SPACE), "--storage", storage, "--output", str(folder / "out"), *extra]
+
+
+def _study(folder: Path) -> optuna.Study:
+    return optuna.load_study(study_name="cpu", storage=f"sqlite:///{folder / 'study.db'}")
+
+
+def _states(folder: Path) -> dict[int, str]:
+    return {t.number: t.state.name for t in _study(folder).trials}
+
+
+@pytest.mark.slow
+def test_a_sweep_writes_its_study_and_files_and_best_yaml_refits_the_best_trial(
+    base: list[str], in_tmp: Path, capsys
+) -> None:
+    main(_sweep(base, in_tmp, "--trials", "3"))
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if line.startswith("trial ")]) == 3
+    assert "best so far: trial" in out and "max_lr=" in out and "batch_size=" in out
+    assert _states(in_tmp) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}
+    folder = in_tmp / "out"
+    with open(folder / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["number"] for r in rows] == ["0", "1", "2"]
+    assert all(r["state"] == "COMPLETE" and 0 < float(r["val_acc"]) <= 1 for r in rows)
+    assert "model.scheduler.init_args.max_lr" in rows[0] and float(rows[0]["duration_s"]) > 0
+    for name in ("history.png", "importances.png", "parallel_coordinates.png"):
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # best.yaml is a complete config: fit runs it as is and lands on the best trial's val_acc.
+    study = _study(in_tmp)
+    main(["fit", "--config", str(folder / "best.yaml")])
+    out = capsys.readouterr().out
+    assert f"(val_acc={study.best_value:.4f})" in out
+
+    main(_sweep(base, in_tmp, "--trials", "2"))  # the same command again continues the study
+    assert "3 trials so far; this run adds 2" in capsys.readouterr().out
+    assert sorted(_states(in_tmp)) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_file_share_the_study_and_lose_no_trial(base: list[str], in_tmp: Path) -> None:
+    command = [sys.executable, "-m", "mnist_lite", *_sweep(base, in_tmp, "--trials", "4", "--jobs", "2")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert _states(in_tmp) == dict.fromkeys(range(4), "COMPLETE")
+    assert sum(line.startswith("trial ") for line in result.stdout.splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_costs_only_its_trial(base: list[str], in_tmp: Path) -> None:
+    longer = [*base, "--config", str(_write(in_tmp / "longer.yaml", {"trainer": {"limit_train_batches": 400}}))]
+    command = [sys.executable, "-m", "mnist_lite", *_sweep(longer, in_tmp, "--trials", "1")]
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (in_tmp / "study.db").exists() or "RUNNING" not in _states(in_tmp).values():
+        assert worker.poll() is None and time.monotonic() < deadline
+        time.sleep(0.5)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert _states(in_tmp) == {0: "RUNNING"}  # what a dead process leaves behind
+    time.sleep(GRACE_S + 1)  # its heartbeat has stopped: past the grace period it is stale
+    main(_sweep(base, in_tmp, "--trials", "1"))
+    assert _states(in_tmp) == {0: "FAIL", 1: "COMPLETE"}
+
+
+def _write(path: Path, content: object) -> Path:
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    return path
+
+
+BAD_SPACES = {
+    "unknown key": ({"model.learning_rate": {"low": 0.1, "high": 0.2}}, "model.learning_rate"),
+    "wrong type": ({"data.batch_size": {"choices": ["big", 64]}}, "data.batch_size: 'big' is not accepted"),
+    "low above high": ({"model.label_smoothing": {"low": 0.2, "high": 0.1}}, "low (0.2) must be below high (0.1)"),
+    "no high": ({"model.label_smoothing": {"low": 0.1}}, "expected low and high"),
+    "log of zero": ({"model.label_smoothing": {"low": 0.0, "high": 0.1, "log": True}}, "a log scale needs low > 0"),
+    "empty choices": ({"data.batch_size": {"choices": []}}, "choices must be a non-empty list"),
+    "mixed": ({"data.batch_size": {"choices": [32], "low": 1}}, "choices cannot be combined with low"),
+    "not a distribution": ({"data.batch_size": 64}, "64 is not a distribution"),
+    "text bound": ({"data.batch_size": {"low": "a", "high": 64}}, "must be finite numbers"),
+    "not a mapping": ("- a\n- b\n", "must map config keys to distributions"),
+    "not yaml": ("a: [b\n", "is not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPACES)
+def test_a_bad_space_is_one_line_before_any_trial(case: str, base: list[str], in_tmp: Path, capsys) -> None:
+    content, message = BAD_SPACES[case]
+    space = _write(in_tmp / "space.yaml", content)
+    args = _sweep(base, in_tmp, "--trials", "1")
+    args[args.index("--space") + 1] = str(space)
+    err = fails(args, capsys, max_lines=1)
+    assert message in err
+    assert not (in_tmp / "study.db").exists() and not (in_tmp / "out").exists()  # nothing ran or was written
+
+
+def test_a_missing_space_file_is_one_line(base: list[str], in_tmp: Path, capsys) -> None:
+    args = _sweep(base, in_tmp)
+    args[args.index("--space") + 1] = "missing.yaml"
+    assert "--space missing.yaml: No such file or directory" in fails(args, capsys, max_lines=1)
+
+
+def test_seeds_and_configs_are_given_as_plain_words(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    usage = capsys.readouterr().out
+    assert "--config CONFIG [CONFIG ...]" in usage and "--seeds SEEDS [SEEDS ...]" in usage
+
+
+def test_short_names_are_unambiguous() -> None:
+    space = search_space._short_name
+    keys = ["model.optimizer.init_args.lr", "model.scheduler.init_args.lr", "data.batch_size"]
+    assert [space(k, keys) for k in keys] == ["optimizer.init_args.lr", "scheduler.init_args.lr", "batch_size"]
