@@ -72,11 +72,11 @@ def test_a_sweep_writes_its_study_and_files_and_best_yaml_refits_the_best_trial(
 
 @pytest.mark.slow
 def test_two_workers_on_one_sqlite_file_share_the_study_and_lose_no_trial(base: list[str], in_tmp: Path) -> None:
-    command = [sys.executable, "-m", "mnist_lite", *_sweep(base, in_tmp, "--trials", "4", "--jobs", "2")]
+    command = [sys.executable, "-m", "mnist_lite", *_sweep(base, in_tmp, "--trials", "2", "--jobs", "2")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert _states(in_tmp) == dict.fromkeys(range(4), "COMPLETE")
-    assert sum(line.startswith("trial ") for line in result.stdout.splitlines()) == 4
+    assert _states(in_tmp) == dict.fromkeys(range(2), "COMPLETE")
+    assert sum(line.startswith("trial ") for line in result.stdout.splitlines()) == 2
 
 
 @pytest.mark.slow

@@ -175,11 +175,16 @@ def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int
             scores.append(float(run.trainer.callback_metrics["val_acc"]))
         return sum(scores) / len(scores)
 
-    study.optimize(objective, n_trials=trials, catch=(UserError,), callbacks=[_progress])
+    def progress(study: Any, trial: Any) -> None:
+        _print_progress(study, trial, dimensions)
+
+    study.optimize(objective, n_trials=trials, catch=(UserError,), callbacks=[progress])
 
 
-def _progress(study: Any, trial: Any) -> None:
-    values = ", ".join(f"{name}={_short(v)}" for name, v in trial.params.items())
+def _print_progress(study: Any, trial: Any, dimensions: list) -> None:
+    values = ", ".join(
+        f"{d.name}={_short(d.value(trial.params[d.name]))}" for d in dimensions if d.name in trial.params
+    )
     outcome = f"val_acc {trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
     try:
         best = f"best so far: trial {study.best_trial.number}, {study.best_value:.4f}"
@@ -190,6 +195,8 @@ def _progress(study: Any, trial: Any) -> None:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return f"[{', '.join(map(_short, value))}]"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
