@@ -2,6 +2,7 @@
 workers, and the one-line errors for a bad space."""
 
 import csv
+import importlib
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from mnist_lite.commands.sweep import GRACE_S
 from helpers import CPU, ROOT, TINY, fails
 
 SPACE = ROOT / "configs" / "sweep" / "cpu.yaml"
+sweep_module = importlib.import_module("mnist_lite.commands.sweep")  # mnist_lite.commands.sweep is the function
 
 
 @pytest.fixture
@@ -94,6 +96,19 @@ def test_a_worker_killed_mid_trial_costs_only_its_trial(base: list[str], in_tmp:
     time.sleep(GRACE_S + 1)  # its heartbeat has stopped: past the grace period it is stale
     main(_sweep(base, in_tmp, "--trials", "1"))
     assert _states(in_tmp) == {0: "FAIL", 1: "COMPLETE"}
+
+
+def test_a_trial_the_pruner_stops_ends_pruned_with_its_val_acc_reported(base: list[str], in_tmp: Path) -> None:
+    """The running mean reaches Optuna after each seed's epochs; a pruner that stops everything (a threshold no
+    accuracy reaches) ends the trial after its first seed."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
+    settings = {"config": base[1::2], "seeds": [0, 1], "folder": in_tmp}
+    sweep_module._work(optuna, study, search_space.load(SPACE), settings, trials=1, threads=1)
+    (trial,) = study.trials
+    assert trial.state.name == "PRUNED"
+    assert list(trial.intermediate_values) == [0] and 0 < trial.intermediate_values[0] < 1
+    assert "run_seed_1" not in trial.user_attrs  # the second seed never ran
 
 
 def _write(path: Path, content: object) -> Path:

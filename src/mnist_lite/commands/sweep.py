@@ -145,7 +145,8 @@ class _Report(Callback):
     def __init__(self, trial: Any, done: list[float], step: int) -> None:
         self.trial, self.done, self.step, self.pruned = trial, done, step, False
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Not on_validation_epoch_end: callbacks' run before the module's, which logs val_acc.
         if trainer.sanity_checking or "val_acc" not in trainer.callback_metrics:
             return
         value = (sum(self.done) + float(trainer.callback_metrics["val_acc"])) / (len(self.done) + 1)
