@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_trial_costs_only_its_trial(base: list[str], in_tmp:
     assert _states(in_tmp) == {0: "FAIL", 1: "COMPLETE"}
 
 
-def test_a_trial_the_pruner_stops_ends_pruned_with_its_val_acc_reported(base: list[str], in_tmp: Path) -> None:
+def test_a_trial_the_pruner_stops_ends_pruned_with_its_val_acc_reported(base: list[str], in_tmp: Path, capsys) -> None:
     """The running mean reaches Optuna after each seed's epochs; a pruner that stops everything (a threshold no
     accuracy reaches) ends the trial after its first seed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -107,6 +107,7 @@ def test_a_trial_the_pruner_stops_ends_pruned_with_its_val_acc_reported(base: li
     sweep_module._work(optuna, study, search_space.load(SPACE), settings, trials=1, threads=1)
     (trial,) = study.trials
     assert trial.state.name == "PRUNED"
+    assert f"trial 0: val_acc {trial.value:.4f} so far, pruned in" in capsys.readouterr().out
     assert list(trial.intermediate_values) == [0] and 0 < trial.intermediate_values[0] < 1
     assert "run_seed_1" not in trial.user_attrs  # the second seed never ran
 

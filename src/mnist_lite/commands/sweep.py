@@ -186,7 +186,11 @@ def _print_progress(study: Any, trial: Any, dimensions: list) -> None:
     values = ", ".join(
         f"{d.name}={_short(d.value(trial.params[d.name]))}" for d in dimensions if d.name in trial.params
     )
-    outcome = f"val_acc {trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+    state = trial.state.name.lower()
+    if trial.value is None:
+        outcome = state  # failed: its run's error is above
+    else:  # a pruned trial's value is the last running mean it reported
+        outcome = f"val_acc {trial.value:.4f}" + (" so far, pruned" if state == "pruned" else "")
     try:
         best = f"best so far: trial {study.best_trial.number}, {study.best_value:.4f}"
     except ValueError:
