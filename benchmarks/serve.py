@@ -59,7 +59,7 @@ def in_process(ckpt: str, png: bytes, calls: int = 1000) -> tuple[float, float]:
     return cuts[49] * 1000, cuts[98] * 1000
 
 
-def wrk(url: str, script: Path, clients: int, seconds: float) -> dict[str, float]:
+def wrk(url: str, script: Path, clients: int, seconds: int) -> dict[str, float]:
     command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "5s", "--latency", "-s", str(script), url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="serve --workers, one server each")
-    parser.add_argument("--seconds", type=float, default=10, help="how long each client count runs")
+    parser.add_argument("--seconds", type=int, default=10, help="how long each client count runs")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("benchmarks/serve.py needs wrk: apt-get install wrk")
