@@ -4,6 +4,7 @@ workers, and the one-line errors for a bad space."""
 import csv
 import importlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -87,7 +88,7 @@ def test_a_worker_killed_mid_trial_costs_only_its_trial(base: list[str], in_tmp:
     command = [sys.executable, "-m", "mnist_lite", *_sweep(longer, in_tmp, "--trials", "1")]
     worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (in_tmp / "study.db").exists() or "RUNNING" not in _states(in_tmp).values():
+    while not _running(in_tmp / "study.db"):
         assert worker.poll() is None and time.monotonic() < deadline
         time.sleep(0.5)
     worker.send_signal(signal.SIGKILL)
@@ -110,6 +111,17 @@ def test_a_trial_the_pruner_stops_ends_pruned_with_its_val_acc_reported(base: li
     assert f"trial 0: val_acc {trial.value:.4f} so far, pruned in" in capsys.readouterr().out
     assert list(trial.intermediate_values) == [0] and 0 < trial.intermediate_values[0] < 1
     assert "run_seed_1" not in trial.user_attrs  # the second seed never ran
+
+
+def _running(db: Path) -> bool:
+    """Whether the worker has a trial running. Read with sqlite3: Optuna would create its tables, racing the worker."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            return connection.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0] > 0
+    except sqlite3.OperationalError:  # the worker has not made its tables yet
+        return False
 
 
 def _write(path: Path, content: object) -> Path:
