@@ -17,6 +17,7 @@ import yaml
 from mnist_lite import search_space
 from mnist_lite.cli import main
 from mnist_lite.commands.sweep import GRACE_S
+from mnist_lite.errors import UserError
 
 from helpers import CPU, ROOT, TINY, fails
 
@@ -68,9 +69,9 @@ def test_a_sweep_writes_its_study_and_files_and_best_yaml_refits_the_best_trial(
     out = capsys.readouterr().out
     assert f"(val_acc={study.best_value:.4f})" in out
 
-    main(_sweep(base, in_tmp, "--trials", "2"))  # the same command again continues the study
-    assert "3 trials so far; this run adds 2" in capsys.readouterr().out
-    assert sorted(_states(in_tmp)) == [0, 1, 2, 3, 4]
+    main(_sweep(base, in_tmp, "--trials", "1"))  # the same command again continues the study
+    assert "3 trials so far; this run adds 1" in capsys.readouterr().out
+    assert sorted(_states(in_tmp)) == [0, 1, 2, 3]
 
 
 @pytest.mark.slow
@@ -114,12 +115,15 @@ def test_a_trial_the_pruner_stops_ends_pruned_with_its_val_acc_reported(base: li
 
 
 def _running(db: Path) -> bool:
-    """Whether the worker has a trial running. Read with sqlite3: Optuna would create its tables, racing the worker."""
+    """Whether the worker has a trial running and has sent its first heartbeat: one killed in the milliseconds
+    before that leaves a trial that no heartbeat can show stale. Read with sqlite3, because optuna.load_study
+    would create Optuna's tables and race the worker doing the same."""
     if not db.exists():
         return False
     try:
         with sqlite3.connect(db, timeout=5) as connection:
-            return connection.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0] > 0
+            query = "select count(*) from trials join trial_heartbeats using (trial_id) where state = 'RUNNING'"
+            return connection.execute(query).fetchone()[0] > 0
     except sqlite3.OperationalError:  # the worker has not made its tables yet
         return False
 
@@ -129,9 +133,11 @@ def _write(path: Path, content: object) -> Path:
     return path
 
 
-BAD_SPACES = {
+SPACES_FIT_REFUSES = {  # well-formed distributions whose values fit's parser refuses
     "unknown key": ({"model.learning_rate": {"low": 0.1, "high": 0.2}}, "model.learning_rate"),
     "wrong type": ({"data.batch_size": {"choices": ["big", 64]}}, "data.batch_size: 'big' is not accepted"),
+}
+MALFORMED_SPACES = {
     "low above high": ({"model.label_smoothing": {"low": 0.2, "high": 0.1}}, "low (0.2) must be below high (0.1)"),
     "no high": ({"model.label_smoothing": {"low": 0.1}}, "expected low and high"),
     "log of zero": ({"model.label_smoothing": {"low": 0.0, "high": 0.1, "log": True}}, "a log scale needs low > 0"),
@@ -144,15 +150,25 @@ BAD_SPACES = {
 }
 
 
-@pytest.mark.parametrize("case", BAD_SPACES)
+@pytest.mark.parametrize("case", [*SPACES_FIT_REFUSES, "low above high", "not yaml"])
 def test_a_bad_space_is_one_line_before_any_trial(case: str, base: list[str], in_tmp: Path, capsys) -> None:
-    content, message = BAD_SPACES[case]
+    content, message = {**SPACES_FIT_REFUSES, **MALFORMED_SPACES}[case]
     space = _write(in_tmp / "space.yaml", content)
     args = _sweep(base, in_tmp, "--trials", "1")
     args[args.index("--space") + 1] = str(space)
     err = fails(args, capsys, max_lines=1)
     assert message in err
     assert not (in_tmp / "study.db").exists() and not (in_tmp / "out").exists()  # nothing ran or was written
+
+
+@pytest.mark.parametrize("case", MALFORMED_SPACES)
+def test_a_malformed_space_names_its_file_key_and_problem_in_one_line(case: str, tmp_path: Path) -> None:
+    content, message = MALFORMED_SPACES[case]
+    space = _write(tmp_path / "space.yaml", content)
+    with pytest.raises(UserError) as refused:
+        search_space.load(space)
+    assert str(refused.value).startswith(f"--space {space}") and message in str(refused.value)
+    assert "\n" not in str(refused.value)
 
 
 def test_a_missing_space_file_is_one_line(base: list[str], in_tmp: Path, capsys) -> None:
