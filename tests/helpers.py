@@ -1,5 +1,6 @@
 """Helpers shared by the test modules (tests import these, never each other)."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -48,6 +49,23 @@ def seed_net() -> torch.nn.Module:
 
 def fit_args(config: Path, data_dir: Path, *extra: str) -> list[str]:
     return ["fit", "--config", str(config), f"--data.data_dir={data_dir}", *extra]
+
+
+def predict_args(ckpt: Path, path: str | Path, *extra: str) -> list[str]:
+    """``mnist-lite predict`` of a file or folder with a checkpoint, progress bar off."""
+    return [
+        "predict",
+        "--ckpt_path",
+        str(ckpt),
+        f"--data.predict_path={path}",
+        "--trainer.enable_progress_bar=false",
+        *extra,
+    ]
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def tiny_fit(data_dir: Path, *extra: str) -> Path:

@@ -1,6 +1,5 @@
 """Predicting on people's own images: formats, polarities, sizes, broken files, and the CSV."""
 
-import csv
 import signal
 import subprocess
 import sys
@@ -17,12 +16,7 @@ from mnist_lite.callbacks import CSVPredictionWriter
 from mnist_lite.cli import main
 from mnist_lite.images import DigitFiles, read_image, to_mnist
 
-from helpers import EXAMPLES, fails, png_header, run_folder
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args, run_folder
 
 
 def _expected(row: dict[str, str]) -> int:
@@ -73,21 +67,12 @@ def test_both_polarities_odd_sizes_and_rgba_look_alike(mnist_digit: torch.Tensor
 
 
 def test_predict_reads_every_example_format(fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
-    main(
-        [
-            "predict",
-            "--ckpt_path",
-            str(fitted_checkpoint),
-            "--data.predict_path",
-            str(EXAMPLES),
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
+    main(predict_args(fitted_checkpoint, str(EXAMPLES)))
     out = capsys.readouterr().out
     written = run_folder(out) / "predictions.csv"
     assert run_folder(out).parent == fitted_checkpoint.parents[1]  # inside the run it used
     assert f"Wrote predictions to {written}: 12 images predicted." in out
-    rows = _rows(written)
+    rows = csv_rows(written)
     assert list(rows[0]) == [
         "path",
         "index",
@@ -119,21 +104,9 @@ def test_broken_files_are_reported_and_the_run_goes_on(fitted_checkpoint: Path, 
     (folder / "notes.txt").write_text("not an image")
     _save(np.full((30, 30), 255, dtype=np.uint8), folder / "blank.png")
     np.save(folder / "wrong_shape.npy", np.zeros((3, 10, 10)))
-    main(
-        [
-            "predict",
-            "--ckpt_path",
-            str(fitted_checkpoint),
-            "--data.predict_path",
-            str(folder),
-            "--predictions.output",
-            "out.csv",
-            "--trainer.enable_progress_bar=false",
-            "--data.eval_batch_size=2",
-        ]
-    )
+    main(predict_args(fitted_checkpoint, str(folder), "--predictions.output=out.csv", "--data.eval_batch_size=2"))
     assert "1 image predicted, 5 could not be read (see the error column)" in capsys.readouterr().out
-    errors = {Path(r["path"]).name: r["error"] for r in _rows(in_tmp / "out.csv")}
+    errors = {Path(r["path"]).name: r["error"] for r in csv_rows(in_tmp / "out.csv")}
     assert errors["good.png"] == ""
     assert "unreadable" in errors["truncated.png"] and "unreadable" in errors["empty.png"]
     assert "not a supported file type" in errors["notes.txt"]
@@ -143,17 +116,7 @@ def test_broken_files_are_reported_and_the_run_goes_on(fitted_checkpoint: Path, 
 
 def test_nothing_readable_exits_non_zero(fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
     (in_tmp / "bad.png").write_bytes(b"\x89PNG broken")
-    err = fails(
-        [
-            "predict",
-            "--ckpt_path",
-            str(fitted_checkpoint),
-            "--data.predict_path",
-            "bad.png",
-            "--trainer.enable_progress_bar=false",
-        ],
-        capsys,
-    )
+    err = fails(predict_args(fitted_checkpoint, "bad.png"), capsys)
     assert "none of the 1 inputs could be read" in err
 
 
@@ -161,7 +124,7 @@ def test_nothing_readable_exits_non_zero(fitted_checkpoint: Path, in_tmp: Path, 
 def test_empty_or_missing_path_exits_non_zero(target, expected, fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
     (in_tmp / "empty").mkdir()
     before = sorted(fitted_checkpoint.parents[1].iterdir())
-    assert expected in fails(["predict", "--ckpt_path", str(fitted_checkpoint), "--data.predict_path", target], capsys)
+    assert expected in fails(predict_args(fitted_checkpoint, target), capsys)
     assert sorted(fitted_checkpoint.parents[1].iterdir()) == before  # no empty predict folder left behind
 
 
@@ -175,17 +138,7 @@ def test_predictions_are_written_per_batch_not_held(fitted_checkpoint: Path, in_
         on_disk.append(len(trainer.predict_loop.predictions))
 
     monkeypatch.setattr(CSVPredictionWriter, "write_on_batch_end", counting)
-    main(
-        [
-            "predict",
-            "--ckpt_path",
-            str(fitted_checkpoint),
-            "--data.predict_path",
-            str(EXAMPLES),
-            "--data.eval_batch_size=3",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
+    main(predict_args(fitted_checkpoint, str(EXAMPLES), "--data.eval_batch_size=3"))
     assert on_disk == [4, 0, 7, 0, 10, 0, 13, 0]  # header + 3 rows per batch, and nothing held in memory
 
 
@@ -207,20 +160,9 @@ def test_hostile_files_are_error_rows_and_the_run_goes_on(fitted_checkpoint: Pat
     (folder / "bomb_30000.png").write_bytes(png_header(30_000, 30_000))  # past PIL's own bomb limit
     (folder / "bomb_6000.png").write_bytes(png_header(6_000, 6_000))  # under PIL's, over ours
     (folder / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
-    main(
-        [
-            "predict",
-            "--ckpt_path",
-            str(fitted_checkpoint),
-            "--data.predict_path",
-            str(folder),
-            "--predictions.output",
-            "out.csv",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
+    main(predict_args(fitted_checkpoint, str(folder), "--predictions.output=out.csv"))
     assert "1 image predicted, 3 could not be read" in capsys.readouterr().out
-    errors = {Path(r["path"]).name: r["error"] for r in _rows(in_tmp / "out.csv")}
+    errors = {Path(r["path"]).name: r["error"] for r in csv_rows(in_tmp / "out.csv")}
     assert "header claims 2147483647 images of 28x28, but the file holds 1,584 bytes" in errors["claims_2e9_images.idx"]
     assert "decompression bomb" in errors["bomb_30000.png"]
     assert "6000x6000 pixels, more than the 16,777,216 accepted" in errors["bomb_6000.png"]
@@ -239,25 +181,14 @@ def test_file_names_cannot_become_spreadsheet_formulas(fitted_checkpoint: Path, 
     formula = '=HYPERLINK("x").png'
     (in_tmp / formula).write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
     (in_tmp / "@SUM(A1).png").write_bytes(b"not an image")
-    main(
-        [
-            "predict",
-            "--ckpt_path",
-            str(fitted_checkpoint),
-            "--data.predict_path",
-            ".",
-            "--predictions.output",
-            "out.csv",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
-    rows = {r["path"]: r for r in _rows(in_tmp / "out.csv")}
+    main(predict_args(fitted_checkpoint, ".", "--predictions.output=out.csv"))
+    rows = {r["path"]: r for r in csv_rows(in_tmp / "out.csv")}
     assert rows["'" + formula]["prediction"] == "7"
     assert "unreadable" in rows["'@SUM(A1).png"]["error"]
 
 
 @pytest.mark.slow
-def test_sigterm_stops_predict_at_the_next_batch_and_keeps_the_rows(fitted_checkpoint: Path, tmp_path: Path) -> None:
+def test_sigterm_stops_predict_at_the_next_batch_and_keeps_thecsv_rows(fitted_checkpoint: Path, tmp_path: Path) -> None:
     np.save(tmp_path / "many.npy", np.tile(np.load(EXAMPLES / "array_14959.npy"), (4_000, 1, 1)))  # 20,000 images
     process = subprocess.Popen(
         [
@@ -281,12 +212,12 @@ def test_sigterm_stops_predict_at_the_next_batch_and_keeps_the_rows(fitted_check
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (
-        not (tmp_path / "out.csv").exists() or len(_rows(tmp_path / "out.csv")) < 200
+        not (tmp_path / "out.csv").exists() or len(csv_rows(tmp_path / "out.csv")) < 200
     ):
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
     assert "stopped by SIGTERM; what was written is kept" in err and "Traceback" not in err
-    rows = _rows(tmp_path / "out.csv")
+    rows = csv_rows(tmp_path / "out.csv")
     assert 200 <= len(rows) < 20_000 and len(rows) % 100 == 0  # whole batches, then it stopped

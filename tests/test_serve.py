@@ -3,7 +3,6 @@ same answers as ``mnist-lite predict``. The page in a real browser is tested in 
 
 import asyncio
 import base64
-import csv
 import io
 import logging
 import socket
@@ -17,7 +16,7 @@ from PIL import Image
 from mnist_lite import checkpoints, server
 from mnist_lite.cli import main
 
-from helpers import EXAMPLES, fails, png_header
+from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args
 
 PICTURES = sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".bmp", ".tiff"})
 
@@ -43,9 +42,8 @@ def _data_url(data: bytes) -> str:
 
 
 def _predict_csv(ckpt: Path, folder: Path, output: Path) -> dict[str, dict[str, str]]:
-    main(["predict", "--ckpt_path", str(ckpt), f"--data.predict_path={folder}", f"--predictions.output={output}"])
-    with open(output, newline="") as f:
-        return {Path(row["path"]).name: row for row in csv.DictReader(f)}
+    main(predict_args(ckpt, folder, f"--predictions.output={output}"))
+    return {Path(row["path"]).name: row for row in csv_rows(output)}
 
 
 def test_health_names_the_loaded_checkpoint(client: TestClient, fitted_checkpoint: Path) -> None:

@@ -2,7 +2,6 @@
 draws digits from stroke coordinates with a mouse and a finger, and reads what the page shows."""
 
 import base64
-import csv
 import itertools
 import math
 import os
@@ -16,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from mnist_lite.cli import main
+
+from helpers import csv_rows, predict_args
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (the dev extra)")
@@ -135,17 +136,8 @@ def test_the_page_agrees_with_mnist_lite_predict_on_the_same_drawing(
     data_url = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
     drawing.write_bytes(base64.b64decode(data_url.split(",", 1)[1]))
     output = tmp_path / "predictions.csv"
-    main(
-        [
-            "predict",
-            "--ckpt_path",
-            str(fitted_checkpoint),
-            f"--data.predict_path={drawing}",
-            f"--predictions.output={output}",
-        ]
-    )
-    with open(output, newline="") as f:
-        (row,) = csv.DictReader(f)
+    main(predict_args(fitted_checkpoint, drawing, f"--predictions.output={output}"))
+    (row,) = csv_rows(output)
     assert int(row["prediction"]) == drawn == 7
     # The same file through the page's file picker: the server reads the file itself.
     page.click("#clear")

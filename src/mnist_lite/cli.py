@@ -52,11 +52,11 @@ class ConciseParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
-        sys.stderr.write(f"{prog}: error: {_concise(message)}\nSee '{prog} --help' for the accepted options.\n")
+        sys.stderr.write(f"{prog}: error: {concise(message)}\nSee '{prog} --help' for the accepted options.\n")
         sys.exit(2)
 
 
-def _concise(message: str) -> str:
+def concise(message: str) -> str:
     """jsonargparse explains a value that fits no type of a union by listing every type's complaint; the line
     that says what is wrong with the class the user chose is the one to show."""
     if message.startswith('expected "subcommand"'):  # jsonargparse cuts its list of choices short

@@ -73,7 +73,7 @@ def sweep(
     base = _check(config, dimensions)
     the_study = _study(optuna, storage, name)
     folder.mkdir(parents=True, exist_ok=True)
-    settings = {"config": config, "space": space, "seeds": seeds, "folder": folder}
+    settings = {"config": config, "seeds": seeds, "folder": folder}
     worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
     if not worker:
         optuna.storages.fail_stale_trials(the_study)  # the running trials of workers that died (else at each start)
@@ -118,14 +118,14 @@ def _study(optuna: Any, storage: str, name: str) -> Any:
 
 def _check(configs: list[str], dimensions: list[search_space.Dimension]) -> Any:
     """Parse the base configs, then each key at each bound or choice, with fit's own parser, before any trial."""
-    from mnist_lite.cli import _concise, cli
+    from mnist_lite.cli import cli, concise
 
     base_args = [arg for path in configs for arg in ("--config", path)]
     with _quiet():
         try:
             base = cli(base_args, run=False, exit_on_error=False)
         except ArgumentError as e:
-            raise UserError(f"--config: {_concise(str(e))}") from None
+            raise UserError(f"--config: {concise(str(e))}") from None
     # One parse per round, each key at its next candidate (a parse costs about 0.25 s); a round that fails is
     # parsed again key by key, to name the one at fault.
     candidates = {d.key: d.candidates() for d in dimensions}
@@ -140,7 +140,7 @@ def _check(configs: list[str], dimensions: list[search_space.Dimension]) -> Any:
             try:
                 base.parser.parse_args([*base_args, _override(key, value)])
             except ArgumentError as e:
-                raise UserError(f"--space: {key}: {value!r} is not accepted: {_concise(str(e))}") from None
+                raise UserError(f"--space: {key}: {value!r} is not accepted: {concise(str(e))}") from None
         raise UserError(f"--space: these values are not accepted together: {chosen}")
     return base
 
