@@ -1,13 +1,15 @@
 """Helpers shared by the benchmark scripts: building the project's own objects from its configs, and timing."""
 
+import contextlib
 import logging
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mnist_lite.cli import cli
@@ -34,6 +36,20 @@ def prepared_workdir(prefix: str) -> Path:
         check=True,
     )
     return workdir
+
+
+@contextlib.contextmanager
+def pseudo_terminal() -> Iterator[int]:
+    """A file descriptor to write to as to a terminal (a progress bar draws as it would there); `cat` drains it."""
+    leader, follower = os.openpty()
+    drain = subprocess.Popen(["cat"], stdin=leader, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield follower
+    finally:
+        os.close(follower)
+        drain.kill()
+        drain.wait()
+        os.close(leader)
 
 
 def quiet() -> None:

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 
 from mnist_lite import __version__
-from mnist_lite.cli import main
+from mnist_lite.cli import PROGRESS_REFRESH_STEPS, cli, main
 from mnist_lite.network import CompactCNN
 
-from helpers import CPU, EXAMPLES, TINY, fails, fit_args, run_cli
+from helpers import CPU, EXAMPLES, TINY, csv_rows, fails, fit_args, run_cli
 
 
 def test_fit_writes_config_checkpoints_and_metrics(tiny_run: Path) -> None:
@@ -26,6 +27,17 @@ def test_fit_prints_its_run_folder_parameters_and_best_checkpoint(in_tmp: Path, 
     assert "CompactCNN: 13,266 parameters, 13,266 trainable" in out
     best = out.split("Best checkpoint (val_acc=")[1].split(": ", 1)[1].splitlines()[0]
     assert Path(best).is_file() and Path(best).parent == Path("lightning_logs/version_0/checkpoints")
+
+
+def test_the_epochs_train_metrics_are_the_mean_of_its_steps(in_tmp: Path, data_dir: Path) -> None:
+    main(fit_args(TINY, data_dir, "--trainer.log_every_n_steps=1"))  # every step logs its batch; all are full
+    rows = csv_rows(Path("lightning_logs/version_0/metrics.csv"))
+    steps = [row for row in rows if row["train_acc"]]
+    epoch = next(row for row in rows if row["train_acc_epoch"])
+    assert len(steps) == 5
+    for name in ("train_acc", "train_loss"):
+        mean = sum(float(row[name]) for row in steps) / len(steps)
+        assert float(epoch[f"{name}_epoch"]) == pytest.approx(mean, abs=1e-6)
 
 
 def test_test_writes_into_the_evaluated_runs_folder(tiny_run: Path, data_dir: Path, capsys) -> None:
@@ -122,6 +134,21 @@ def test_bad_config_is_one_clear_error(config, expected, in_tmp: Path, data_dir:
     err = fails(["fit", "--config", str(path), f"--data.data_dir={data_dir}"], capsys)
     assert expected in err
     assert not (in_tmp / "lightning_logs").exists() or not list((in_tmp / "lightning_logs").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "refresh_rate"),
+    [
+        ([], PROGRESS_REFRESH_STEPS),
+        (["--trainer.callbacks=[{class_path: TQDMProgressBar, init_args: {refresh_rate: 3}}]"], 3),
+        (["--trainer.enable_progress_bar=false"], None),
+    ],
+    ids=["default", "users-own-bar", "off"],
+)
+def test_the_progress_bar_redraws_every_few_steps_unless_configured(args, refresh_rate, data_dir: Path) -> None:
+    built = cli(["--config", str(CPU), f"--data.data_dir={data_dir}", "--trainer.logger=false", *args], run=False)
+    bars = [c for c in built.trainer.callbacks if isinstance(c, ProgressBar)]
+    assert [bar.refresh_rate for bar in bars] == ([refresh_rate] if refresh_rate else [])  # type: ignore[attr-defined]
 
 
 def test_an_option_typo_is_not_taken_as_a_prefix(in_tmp: Path, capsys) -> None:
