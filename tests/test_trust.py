@@ -16,17 +16,19 @@ from mnist_lite.network import CompactCNN
 from helpers import EXAMPLES, fails, run_cli
 from trojan import MARKER_ENV
 
+# Each command that reads a checkpoint, ending with the option that names it.
 ENTRY_POINTS = {
-    "validate": ["validate"],
-    "test": ["test"],
-    "predict": ["predict", "--data.predict_path", str(EXAMPLES)],
-    "fit": ["fit", "--trainer.max_epochs=2"],
-    "export": ["export", "--format", "onnx", "--output", "model.onnx"],
+    "validate": ["validate", "--ckpt_path"],
+    "test": ["test", "--ckpt_path"],
+    "predict": ["predict", "--data.predict_path", str(EXAMPLES), "--ckpt_path"],
+    "fit": ["fit", "--trainer.max_epochs=2", "--ckpt_path"],
+    "export": ["export", "--format", "onnx", "--output", "model.onnx", "--ckpt_path"],
+    "teacher": ["fit", "--model.teacher"],
 }
 
 
 def _run_entry(entry: str, path: Path, data_dir: Path, capsys) -> str:
-    args = [*ENTRY_POINTS[entry], "--ckpt_path", str(path)]
+    args = [*ENTRY_POINTS[entry], str(path)]
     if entry != "export":
         args.append(f"--data.data_dir={data_dir}")
     return fails(args, capsys, max_lines=1)

@@ -206,7 +206,11 @@ def load_model(path: str | Path) -> MNISTClassifier:
     checkpoint = read(path)
     hparams = allowed_hyperparameters(checkpoint, path)
     check_shapes(hparams.get("net"), checkpoint, path)
-    model = MNISTClassifier(net=build_network(hparams.get("net")), label_smoothing=hparams.get("label_smoothing", 0.0))
+    # Building draws initial weights that the checkpoint's replace: a seeded run that reads a teacher must draw
+    # its own weights and dropout exactly as without one.
+    with torch.random.fork_rng(devices=[]):
+        net = build_network(hparams.get("net"))
+    model = MNISTClassifier(net=net, label_smoothing=hparams.get("label_smoothing", 0.0))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 

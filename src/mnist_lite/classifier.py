@@ -1,10 +1,12 @@
-"""The LightningModule: trains and evaluates an injected network with cross-entropy and torchmetrics accuracy."""
+"""The LightningModule: trains and evaluates an injected network with cross-entropy (optionally distilled from a
+fitted teacher) and torchmetrics accuracy."""
 
 import inspect
 import math
 import warnings
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -19,6 +21,7 @@ EVAL_STAGES = ("val", "test")
 MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as torchvision's examples use them
 # Cross-entropy over 10 classes starts near ln 10 = 2.3; a loss this large means logits 1e4 apart: diverged.
 DIVERGED_LOSS = 1e4
+TEMPERATURE, DISTILLATION = PositiveFloat(4.0), ClosedUnitInterval(0.5)  # distillation's usual starting point
 
 
 class MNISTClassifier(LightningModule):
@@ -33,6 +36,11 @@ class MNISTClassifier(LightningModule):
         scheduler: builds a per-step LR schedule from the optimizer. If it takes ``total_steps`` (as
             ``OneCycleLR`` does) it is given the run's optimizer-step count, which only the trainer knows.
         label_smoothing: cross-entropy label smoothing in training, in [0, 1).
+        teacher: a checkpoint fitted by mnist-lite (e.g. from configs/teacher.yaml) to distil from: in training
+            the net also learns the teacher's softened outputs on the same batch. The teacher is read through the
+            same safe path as every checkpoint, frozen and in eval mode, and never saved in this model's checkpoint.
+        temperature: divides both models' logits before the distillation term compares them.
+        distillation: the distillation term's share of the training loss; the labels' cross-entropy has the rest.
     """
 
     def __init__(
@@ -41,6 +49,9 @@ class MNISTClassifier(LightningModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
+        teacher: str | None = None,
+        temperature: PositiveFloat = TEMPERATURE,
+        distillation: ClosedUnitInterval = DISTILLATION,
     ) -> None:
         super().__init__()
         with warnings.catch_warnings():
@@ -52,6 +63,9 @@ class MNISTClassifier(LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
+        self.teacher_path, self.temperature, self.distillation = teacher, float(temperature), float(distillation)
+        # In a tuple, the teacher is no child of this module: not in its state_dict, its optimizer or train().
+        self._teacher: tuple[nn.Module, ...] = ()
         self.pixel_mean, self.pixel_std = MEAN, STD  # attributes, not buffers: the state_dict stays the seed's
         self._restored_total_steps: int | None = None  # the schedule length of a checkpoint being resumed
         self.metrics = nn.ModuleDict()
@@ -73,6 +87,8 @@ class MNISTClassifier(LightningModule):
         logits = self(images)
         smoothing = self.label_smoothing if stage == "train" else 0.0  # evaluate the plain loss
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        if stage == "train" and self._teacher:
+            loss = (1 - self.distillation) * loss + self.distillation * self._distillation_loss(images, logits)
         if stage == "train":
             count = len(labels)
             correct = (logits.detach().argmax(1) == labels).sum().float()
@@ -81,6 +97,30 @@ class MNISTClassifier(LightningModule):
             self._metric(f"{stage}_loss").update(loss.detach(), weight=len(labels))
             self._metric(f"{stage}_acc").update(logits.detach(), labels)
         return loss, logits
+
+    def _distillation_loss(self, images: Tensor, logits: Tensor) -> Tensor:
+        """KL divergence from the teacher's softened distribution, scaled by T² so that its gradients keep their
+        size whatever the temperature (Hinton et al., 2015)."""
+        with torch.no_grad():
+            target = (self._teacher[0](images) / self.temperature).log_softmax(1)
+        student = (logits / self.temperature).log_softmax(1)
+        return F.kl_div(student, target, reduction="batchmean", log_target=True) * self.temperature**2
+
+    def attach_teacher(self, teacher: nn.Module) -> None:
+        """Distil from this fitted model (frozen, in eval mode) rather than read ``teacher`` when fit starts."""
+        self._teacher = (teacher.eval().requires_grad_(False),)
+
+    def on_fit_start(self) -> None:
+        if not self.teacher_path:
+            return
+        if not self._teacher:
+            from mnist_lite.checkpoints import load_model  # checkpoints builds this class: imported here, not above
+
+            self.attach_teacher(load_model(self.teacher_path))
+        teacher = self._teacher[0].to(self.device)
+        if self.trainer.is_global_zero:
+            count = sum(p.numel() for p in teacher.parameters())
+            print(f"Teacher: {self.teacher_path} ({type(teacher.net).__name__}, {count:,} parameters)")
 
     def _metric(self, name: str) -> Metric:
         return self.metrics[name]  # type: ignore[return-value]  # ModuleDict is typed as holding any Module

@@ -98,6 +98,7 @@ class MnistLiteCLI(LightningCLI):
     checkpoint_path: Path | None = None
     run_dir: Path | None = None
     _logger_as_given: tuple[Namespace, str, str] | None = None  # the logger settings as given, restored after use
+    teacher: MNISTClassifier | None = None  # fit's distillation teacher, read before anything is written
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         argv = kwargs.get("args")
@@ -198,6 +199,11 @@ class MnistLiteCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         torch.set_num_threads(config.threads or cpu_threads.choose(_processes_here(config.trainer)))
         _check_builds(config.model)
+        if self.subcommand in (None, "fit") and config.model.get("teacher"):
+            try:
+                self.teacher = checkpoints.load_model(config.model.teacher)
+            except UserError as e:
+                raise UserError(f"model.teacher: {e}") from None
         if self.subcommand:
             self._claim_run_dir()
 
@@ -246,6 +252,8 @@ class MnistLiteCLI(LightningCLI):
         if self._logger_as_given:  # the saved config.yaml must start a new run when reused
             given, save_dir, name = self._logger_as_given
             given.save_dir, given.name, given.version = save_dir, name, None
+        if self.teacher is not None:
+            self.model.attach_teacher(self.teacher)
         io = getattr(self, "trainer", None) and self.trainer.strategy.checkpoint_io
         if self.checkpoint_path and self.checkpoint is not None and isinstance(io, checkpoints.SafeCheckpointIO):
             io.preloaded = (self.checkpoint_path, self.checkpoint)
