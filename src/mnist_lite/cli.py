@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lite import __version__, checkpoints, config_limits, cpu_threads, quiet, runs
 from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport
 from mnist_lite.classifier import MNISTClassifier
-from mnist_lite.commands import TOOLS, add_arguments
+from mnist_lite.commands import TOOLS, add_arguments, tool
 from mnist_lite.datamodule import MNISTDataModule
 from mnist_lite.errors import UserError
 
@@ -120,12 +120,13 @@ class MnistLiteCLI(LightningCLI):
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)
-        for name, tool in TOOLS.items():
+        for name in TOOLS:
             if self._named not in (None, name):
                 continue
-            summary = (inspect.getdoc(tool) or name).split("\n")[0]
+            function = tool(name)
+            summary = (inspect.getdoc(function) or name).split("\n")[0]
             tool_parser = ConciseParser(prog=f"mnist-lite {name}", description=summary)
-            add_arguments(tool_parser, tool)
+            add_arguments(tool_parser, function)
             parser._subcommands_action.add_subcommand(name, tool_parser, help=summary)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -266,9 +267,9 @@ class MnistLiteCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         if subcommand in TOOLS:
-            tool = TOOLS[subcommand]
+            function = tool(subcommand)
             options = self.config[subcommand]
-            tool(**{name: options[name] for name in inspect.signature(tool).parameters})
+            function(**{name: options[name] for name in inspect.signature(function).parameters})
         else:
             super()._run_subcommand(subcommand)
 

@@ -1,6 +1,7 @@
 """The tools beside Lightning's trainer subcommands. Each is a function; its signature and docstring are its
 options and its ``--help``, read by jsonargparse, so types, defaults and help live in one place."""
 
+import importlib
 import inspect
 import types
 from collections.abc import Callable
@@ -9,19 +10,13 @@ from typing import Any, Union, get_args, get_origin
 import docstring_parser
 from jsonargparse import ArgumentParser
 
-from mnist_lite.commands.augment import augment
-from mnist_lite.commands.curves import curves
-from mnist_lite.commands.export import export
-from mnist_lite.commands.serve import serve
-from mnist_lite.commands.sweep import sweep
+# Each is the function of the same name in mnist_lite.commands.<name>, imported only when its command runs (or for
+# mnist-lite --help), so that fit's start-up pays for none of them.
+TOOLS = ("augment", "export", "curves", "serve", "sweep")
 
-TOOLS: dict[str, Callable[..., None]] = {
-    "augment": augment,
-    "export": export,
-    "curves": curves,
-    "serve": serve,
-    "sweep": sweep,
-}
+
+def tool(name: str) -> Callable[..., None]:
+    return getattr(importlib.import_module(f"mnist_lite.commands.{name}"), name)
 
 
 def add_arguments(parser: ArgumentParser, tool: Callable[..., None]) -> None:
