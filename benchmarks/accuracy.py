@@ -16,16 +16,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", required=True, help="repeatable, as for mnist-lite fit")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("overrides", nargs="*", help="extra mnist-lite fit arguments, e.g. --trainer.max_epochs=3")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()  # the rest are mnist-lite fit options, e.g. --trainer.max_epochs=3
     quiet()
     configs = [a for c in args.config for a in ("--config", c)]
-    print(f"{' + '.join(args.config)} {' '.join(args.overrides)}")
+    print(f"{' + '.join(args.config)} {' '.join(overrides)}")
     print("| seed | val accuracy | test accuracy | fit s | fit CPU s |")
     print("| --- | --- | --- | --- | --- |")
     vals, tests, cpus = [], [], []
     for seed in args.seeds:
-        trainer, model, dm = build(*configs, f"--seed_everything={seed}", *args.overrides)
+        trainer, model, dm = build(*configs, f"--seed_everything={seed}", *overrides)
         start, cpu_start = time.perf_counter(), time.process_time()
         trainer.fit(model, datamodule=dm)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
