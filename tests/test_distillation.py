@@ -51,7 +51,9 @@ def test_distillation_settings_out_of_range(option: str, expected: str, data_dir
     assert not Path("lightning_logs").exists()
 
 
-def test_the_ema_weights_are_what_the_checkpoint_test_and_export_use(data_dir: Path, in_tmp: Path, capsys) -> None:
+def test_the_ema_weights_are_what_the_checkpoint_test_and_export_use(
+    data_dir: Path, in_tmp: Path, capsys, recwarn
+) -> None:
     ckpt = _fit(data_dir, "--config", str(EMA), "--trainer.limit_train_batches=20")
     checkpoint = torch.load(ckpt, weights_only=True)
     averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
@@ -61,3 +63,5 @@ def test_the_ema_weights_are_what_the_checkpoint_test_and_export_use(data_dir: P
     exported = torch.load("net.pt", weights_only=True)
     assert same_weights(exported, {k.removeprefix("net."): v for k, v in averaged.items()})
     assert "test_acc" in capsys.readouterr().out
+    # Lightning's advice to configure the EMA callback again is for resuming fit, not for test
+    assert not [w for w in recwarn if "callbacks used to create the checkpoint" in str(w.message)]

@@ -168,6 +168,8 @@ class MnistLiteCLI(LightningCLI):
             ckpt_path = config["ckpt_path"] = str(runs.newest_checkpoint(_log_root(config), ckpt_path))
         if ckpt_path:
             print(f"Checkpoint: {ckpt_path}")
+            if subcommand != "fit":
+                quiet.evaluation()
             # Read once, safely; SafeCheckpointIO hands these same bytes to the Trainer's restore.
             self.checkpoint_path = Path(ckpt_path)
             self.checkpoint = checkpoints.read(ckpt_path)

@@ -32,3 +32,9 @@ def install() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # test/validate/predict restore ModelCheckpoint's state into a new folder by design (runs.py).
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
+
+
+def evaluation() -> None:
+    """For validate, test and predict: they use a checkpoint's weights (an EMA run's hold the average), never the
+    state of the callbacks that wrote it, so Lightning's advice to configure those callbacks again is noise."""
+    warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
