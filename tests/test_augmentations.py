@@ -81,6 +81,14 @@ def test_random_version_varies_per_sample_and_repeats_per_seed(name: str, refere
     assert not torch.equal(first, other)
 
 
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_random_version_works_on_the_images_device(name: str) -> None:
+    """Training augments batches after they reach the accelerator. No GPU in CI: a batch on the meta device fails
+    the same way a CUDA one did (a grid or mask left on the CPU)."""
+    out = REGISTRY[name].random(torch.zeros(4, 1, 28, 28, device="meta"), torch.Generator().manual_seed(0))
+    assert out.device.type == "meta" and out.shape == (4, 1, 28, 28)
+
+
 def test_chain_rejects_unknown_names_and_parameters() -> None:
     with pytest.raises(UserError, match="unknown augmentation 'zoom'"):
         TrainingAugmentation({"zoom": {}})

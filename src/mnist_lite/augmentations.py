@@ -7,6 +7,8 @@ per-sample parameters would mean one call per image, about 10 s per epoch of 60k
 about 1 s for one batched ``affine_grid``/``grid_sample`` (benchmarks/augmentation.py).
 
 All functions take and return float images in [0, 1] shaped (N, 1, 28, 28) (showcase ones also (1, 28, 28)).
+The random parameters are drawn on the CPU, from the CPU generator, and moved to the images' device: a batch on
+a GPU gets the same draws as on the CPU.
 """
 
 import inspect
@@ -45,7 +47,7 @@ def warp(x: Tensor, degrees: Tensor, translate: Tensor, scale: Tensor, shear: Te
     ) * scale.view(-1, 1, 1)
     inverse = torch.linalg.inv(forward)  # affine_grid maps output pixels back to input pixels
     theta = torch.cat([inverse, -(inverse @ translate.unsqueeze(-1))], -1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
@@ -76,7 +78,7 @@ def random_affine(
 
 def _random_flip(x: Tensor, generator: Generator | None, p: float, dim: int) -> Tensor:
     flip = torch.rand(len(x), generator=generator) < p
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(dim), x)
+    return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(dim), x)
 
 
 def random_hflip(x: Tensor, generator: Generator | None = None, p: float = 0.5) -> Tensor:
@@ -88,11 +90,11 @@ def random_vflip(x: Tensor, generator: Generator | None = None, p: float = 0.5) 
 
 
 def random_brightness(x: Tensor, generator: Generator | None = None, factor: Range = (0.5, 1.5)) -> Tensor:
-    return (x * _uniform(len(x), *factor, generator).view(-1, 1, 1, 1)).clamp_(0, 1)
+    return (x * _uniform(len(x), *factor, generator).view(-1, 1, 1, 1).to(x.device)).clamp_(0, 1)
 
 
 def random_contrast(x: Tensor, generator: Generator | None = None, factor: Range = (0.5, 1.5)) -> Tensor:
-    f = _uniform(len(x), *factor, generator).view(-1, 1, 1, 1)
+    f = _uniform(len(x), *factor, generator).view(-1, 1, 1, 1).to(x.device)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)  # as TF.adjust_contrast blends with the grey mean
     return (f * x + (1 - f) * mean).clamp_(0, 1)
 
@@ -104,7 +106,7 @@ def random_gaussian_blur(x: Tensor, generator: Generator | None = None, sigma: R
     taps = taps / taps.sum(1, keepdim=True)
     kernels = (taps.unsqueeze(2) * taps.unsqueeze(1)).unsqueeze(1)  # (N, 1, 3, 3), one per image
     padded = F.pad(x.view(1, n, 28, 28), (1, 1, 1, 1), mode="reflect")  # as TF.gaussian_blur pads
-    return F.conv2d(padded, kernels, groups=n).view_as(x)
+    return F.conv2d(padded, kernels.to(x.device), groups=n).view_as(x)
 
 
 @dataclass(frozen=True)
