@@ -101,7 +101,7 @@ def test_a_worker_killed_mid_trial_costs_only_its_trial(base: list[str], in_tmp:
 
 
 def test_a_trial_the_pruner_stops_ends_pruned_with_its_val_acc_reported(base: list[str], in_tmp: Path, capsys) -> None:
-    """The running mean reaches Optuna after each seed's epochs; a pruner that stops everything (a threshold no
+    """The running mean reaches Optuna after each seed's fit; a pruner that stops everything (a threshold no
     accuracy reaches) ends the trial after its first seed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))

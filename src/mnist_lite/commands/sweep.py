@@ -2,9 +2,10 @@
 
 Each trial runs ``fit`` in this process through ``cli.cli``, LightningCLI's own path, with the base configs, the
 trial's values as command-line overrides and one seed after another; its value is the mean final ``val_acc``
-(never the test set). Optuna picks the values (TPE) and stops hopeless trials (median pruner on the running mean
-after each seed's epochs). The study lives in the storage, so the same command again continues it, and several
-processes or machines sharing one database URL work on one study.
+(never the test set). Optuna picks the values (TPE) and stops hopeless trials (median pruner on the running mean,
+judged after each seed's fit: a one-cycle run's accuracy part-way says little about where it ends). The study
+lives in the storage, so the same command again continues it, and several processes or machines sharing one
+database URL work on one study.
 """
 
 import contextlib
@@ -22,7 +23,6 @@ from typing import Any
 
 import yaml
 from jsonargparse.typing import PositiveInt
-from lightning.pytorch import Callback, LightningModule, Trainer
 
 from mnist_lite import cpu_threads, search_space
 from mnist_lite.checkpoints import write_atomically
@@ -149,22 +149,6 @@ def _override(key: str, value: Any) -> str:
     return f"--{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
 
 
-class _Report(Callback):
-    """Reports the running mean val_acc to Optuna after each epoch; stops the fit when the pruner says so."""
-
-    def __init__(self, trial: Any, done: list[float], step: int) -> None:
-        self.trial, self.done, self.step, self.pruned = trial, done, step, False
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Not on_validation_epoch_end: callbacks' run before the module's, which logs val_acc.
-        if trainer.sanity_checking or "val_acc" not in trainer.callback_metrics:
-            return
-        value = (sum(self.done) + float(trainer.callback_metrics["val_acc"])) / (len(self.done) + 1)
-        self.trial.report(value, self.step + trainer.current_epoch)
-        if self.trial.should_prune():
-            self.pruned = trainer.should_stop = True
-
-
 def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int, threads: int) -> None:
     from mnist_lite.cli import cli
 
@@ -175,15 +159,15 @@ def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int
         overrides = [_override(d.key, d.suggest(trial)) for d in dimensions]
         scores: list[float] = []
         for index, seed in enumerate(settings["seeds"]):
-            report = _Report(trial, scores, step=index * 1000)
             args = ["fit", *base_args, *overrides, f"--seed_everything={seed}", f"--threads={threads}", *FIT_OPTIONS]
             args.append(f"--trainer.logger.init_args.save_dir={logs}")
             with _quiet():
-                run = cli(args, callbacks=[report])
+                run = cli(args)
             trial.set_user_attr(f"run_seed_{seed}", str(run.run_dir))
-            if report.pruned:
-                raise optuna.TrialPruned
             scores.append(float(run.trainer.callback_metrics["val_acc"]))
+            trial.report(sum(scores) / len(scores), index)
+            if index + 1 < len(settings["seeds"]) and trial.should_prune():
+                raise optuna.TrialPruned
         return sum(scores) / len(scores)
 
     def progress(study: Any, trial: Any) -> None:
