@@ -180,6 +180,30 @@ def test_trainer_settings_that_cannot_work_here(args, expected, data_dir: Path, 
     assert expected in err
 
 
+SHIPPED = sorted(p for p in CPU.parent.rglob("*.yaml") if p.parent.name != "sweep")
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=[str(p.relative_to(CPU.parent)) for p in SHIPPED])
+def test_every_shipped_config_parses_on_top_of_cpu_yaml(config: Path) -> None:
+    """Parsed by fit's own parser, as the README combines them (nothing built: gpu configs parse on any machine)."""
+    base = cli(["--config", str(CPU)], run=False, exit_on_error=False)
+    parsed = base.parser.parse_args(["--config", str(CPU), "--config", str(config)])
+    assert parsed.trainer.max_epochs >= 1
+
+
+SPACES = {"cpu.yaml": ["cpu.yaml"], "limit.yaml": ["cpu.yaml", "best.yaml", "distill.yaml"]}  # as their headers say
+
+
+def test_every_shipped_sweep_space_parses_against_its_base_configs() -> None:
+    """sweep checks every bound and choice with fit's parser before a trial runs; a new space needs an entry above."""
+    from mnist_lite import search_space
+    from mnist_lite.commands.sweep import _check
+
+    assert sorted(p.name for p in (CPU.parent / "sweep").glob("*.yaml")) == sorted(SPACES)
+    for space, configs in SPACES.items():
+        _check([str(CPU.parent / c) for c in configs], search_space.load(CPU.parent / "sweep" / space))
+
+
 def _installed(module: str) -> bool:
     import importlib.util
 
