@@ -13,7 +13,7 @@ import torch
 
 from mnist_lite import data_source
 from mnist_lite.augmentations import warp
-from mnist_lite.datamodule import to_unit_range
+from mnist_lite.data_source import to_unit_range
 
 from common import CPU, ROOT, build, median, quiet, timed
 

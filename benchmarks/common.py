@@ -1,8 +1,11 @@
-"""Helpers shared by the benchmark scripts: building the project's own objects from its configs, and timing."""
+"""Helpers shared by the benchmark scripts: building the project's own objects from its configs, timing, and
+recording a result as JSON with when, where and on what it was measured."""
 
 import contextlib
+import json
 import logging
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -10,9 +13,10 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
-
-from mnist_lite.cli import cli
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = str(ROOT / "configs" / "cpu.yaml")
@@ -60,7 +64,9 @@ def quiet() -> None:
 
 def build(*args: str):
     """The trainer, model and DataModule that `mnist-lite fit` would build from these arguments."""
-    built = cli([*args, *QUIET], run=False)
+    from mnist_lite.lightning_cli import build as build_cli
+
+    built = build_cli([*args, *QUIET], run=False)
     return built.trainer, built.model, built.datamodule
 
 
@@ -72,3 +78,47 @@ def timed(fn: Callable[[], object]) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def machine() -> dict[str, Any]:
+    """The CPU, its cores and the memory: what a figure was measured on."""
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if "model name" in line
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory, 1),
+        "system": platform.system(),
+    }
+
+
+def record(path: Path, benchmark: str, results: Any) -> None:
+    """Write ``results`` to ``path`` as JSON, with the date, commit, machine, versions and command that made them
+    (docs/performance.md is rendered from these files by benchmarks/render.py)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    )
+    data = {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "commit": commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else ""),
+        "machine": machine(),
+        "versions": {name: version(name) for name in ("mnist-lite", "torch", "lightning", "torchvision")},
+        "python": platform.python_version(),
+        "command": "python " + " ".join(["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "results": results,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")

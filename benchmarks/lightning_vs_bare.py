@@ -13,7 +13,7 @@ import argparse
 import torch
 from torch.nn import functional as F
 
-from mnist_lite.classifier import MEAN, STD
+from mnist_lite.network import MEAN, STD
 
 from common import CPU, SCRATCH, build, median, quiet, timed
 

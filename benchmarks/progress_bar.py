@@ -17,7 +17,7 @@ import time
 
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-from mnist_lite.cli import PROGRESS_REFRESH_STEPS, cli
+from mnist_lite.lightning_cli import PROGRESS_REFRESH_STEPS, build
 
 from common import CPU, SCRATCH, median, pseudo_terminal, quiet, timed
 
@@ -53,7 +53,7 @@ def epoch(rate: int) -> tuple[float, float, int]:
     spent = timed_hooks(bar)
     args = ["--config", CPU, f"--trainer.default_root_dir={SCRATCH}", "--trainer.logger=false"]
     args += ["--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
-    built = cli(args, run=False, callbacks=[bar])
+    built = build(args, run=False, callbacks=[bar])
     built.datamodule.prepare_data()
     built.datamodule.setup("fit")
     with terminal():

@@ -10,7 +10,8 @@ from lightning.pytorch import Trainer
 from mnist_lite import data_source, figures
 from mnist_lite.augmentations import REGISTRY, TrainingAugmentation, mean_abs_difference
 from mnist_lite.cli import main
-from mnist_lite.datamodule import MNISTDataModule, to_unit_range
+from mnist_lite.data_source import to_unit_range
+from mnist_lite.datamodule import MNISTDataModule
 from mnist_lite.errors import UserError
 
 from helpers import CPU, TINY, fails, fit_args
@@ -121,7 +122,7 @@ def test_augment_command_writes_a_png(in_tmp: Path, data_dir: Path, capsys) -> N
     assert capsys.readouterr().out.strip() == "Wrote grid.png"
     height, width, _ = matplotlib.image.imread(in_tmp / "grid.png").shape
     assert height > 500 and width > 500
-    main(["augment", "--random=true", "--samples", "3", "--output", "random.png", f"--data_dir={data_dir}"])
+    main(["augment", "--random", "--samples", "3", "--output", "random.png", f"--data_dir={data_dir}"])
     assert (in_tmp / "random.png").stat().st_size > 0
 
 

@@ -7,7 +7,8 @@ import torch
 
 from mnist_lite import data_source
 from mnist_lite.classifier import MNISTClassifier
-from mnist_lite.datamodule import MNISTDataModule, split_indices, to_unit_range
+from mnist_lite.data_source import to_unit_range
+from mnist_lite.datamodule import MNISTDataModule, split_indices
 from mnist_lite.errors import UserError
 
 from helpers import read_only

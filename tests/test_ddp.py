@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lite.datamodule import EpochShuffler, MNISTDataModule, to_unit_range
+from mnist_lite.data_source import to_unit_range
+from mnist_lite.datamodule import EpochShuffler, MNISTDataModule
 
 from helpers import ROOT, TINY
 
@@ -164,3 +166,32 @@ def test_a_run_stopped_mid_epoch_resumes_each_rank_at_its_next_sample(data_dir: 
         after = json.loads((tmp_path / "after" / f"rank{rank}.json").read_text())["0"]
         assert before == expected[: 10 * 32]
         assert after == expected[10 * 32 :]  # each remaining sample exactly once, in the epoch's order
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_on_two_nodes_leaves_one_run_folder(data_dir: Path, tmp_path: Path) -> None:
+    """Two "nodes" on loopback, node-rank 0 and 1, as the README's torchrun recipe launches them."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
+    torchrun += ["--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
+    fit = ["-m", "mnist_lite", "fit", "--config", str(TINY), "--config", DDP, f"--data.data_dir={data_dir}"]
+    fit += ["--trainer.devices=1", "--trainer.num_nodes=2"]
+    nodes = [
+        subprocess.Popen(
+            [*torchrun, f"--node-rank={rank}", *fit],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+    assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert outputs[0][0].count("Run folder: ") == 1 and "Run folder" not in outputs[1][0]

@@ -13,6 +13,7 @@ import torch
 from mnist_lite import data_source
 from mnist_lite.checkpoints import load_model
 from mnist_lite.cli import main
+from mnist_lite.network import CompactCNN
 
 from helpers import SEED_NET, fails, on_full_disk, read_only
 
@@ -48,7 +49,7 @@ def test_onnx_matches_pytorch_with_a_dynamic_batch(fitted_checkpoint, tmp_path, 
 
 def test_torchscript_matches_pytorch(fitted_checkpoint, tmp_path, pixels, reference) -> None:
     scripted = torch.jit.load(str(_export(fitted_checkpoint, "torchscript", tmp_path / "model.pt")))
-    assert scripted.original_name == "MNISTClassifier"  # the fitted model itself, no wrapper around it
+    assert scripted.original_name == "Classifier"  # the normalisation and the network, nothing of Lightning
     with torch.inference_mode():
         assert (scripted(pixels) - reference).abs().max() < 1e-4
 
@@ -100,13 +101,25 @@ def test_export_bad_input(args, expected, fitted_checkpoint, in_tmp: Path, capsy
 def test_export_never_replaces_the_checkpoint_or_follows_a_link(fitted_checkpoint, in_tmp: Path, capsys) -> None:
     ckpt = in_tmp / "copy.ckpt"
     ckpt.write_bytes(fitted_checkpoint.read_bytes())
-    err = fails(["export", "--ckpt_path", str(ckpt), "--format", "state_dict", "--output", str(ckpt)], capsys)
-    assert "it is the checkpoint being exported" in err
-    assert ckpt.read_bytes() == fitted_checkpoint.read_bytes()
+    for output in (ckpt, in_tmp / "other.ckpt"):
+        err = fails(
+            ["export", "--ckpt_path", str(ckpt), "--format", "onnx", "--output", str(output), "--overwrite"], capsys
+        )
+        assert "it names a checkpoint" in err
+    assert ckpt.read_bytes() == fitted_checkpoint.read_bytes() and not (in_tmp / "other.ckpt").exists()
     (in_tmp / "elsewhere.txt").write_text("keep me")
     (in_tmp / "link.onnx").symlink_to(in_tmp / "elsewhere.txt")
     assert "it is a link" in fails(["export", "--ckpt_path", str(ckpt), "--output", "link.onnx"], capsys)
     assert (in_tmp / "elsewhere.txt").read_text() == "keep me"
+
+
+def test_export_replaces_an_existing_file_only_when_told(fitted_checkpoint, in_tmp: Path, capsys) -> None:
+    (in_tmp / "model.pt").write_text("an earlier export")
+    args = ["export", "--ckpt_path", str(fitted_checkpoint), "--format", "state_dict", "--output", "model.pt"]
+    assert "model.pt exists: choose a new --output, or add --overwrite to replace it." in fails(args, capsys)
+    assert (in_tmp / "model.pt").read_text() == "an earlier export"
+    main([*args, "--overwrite"])
+    assert torch.load(in_tmp / "model.pt", weights_only=True).keys() == CompactCNN().state_dict().keys()
 
 
 def test_read_only_output_folder_leaves_nothing(fitted_checkpoint, tmp_path: Path, capsys) -> None:
@@ -137,4 +150,4 @@ def test_full_disk_when_exporting(fmt: str, fitted_checkpoint: Path, tmp_path: P
     )
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == "mnist-lite: error: cannot write out/model: No space left on device."
-    assert result.stdout.strip() == ""  # nothing left in the folder, not even a partial file
+    assert not [line for line in result.stdout.splitlines() if line.startswith("out/")]  # not even a partial file

@@ -14,7 +14,7 @@ import yaml
 from mnist_lite import data_source
 from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.cli import main
-from mnist_lite.datamodule import to_unit_range
+from mnist_lite.data_source import to_unit_range
 
 from helpers import (
     CONF,
@@ -84,7 +84,9 @@ def test_stopped_run_resumes_to_the_same_weights(sig, uninterrupted: Path, data_
 
 
 def test_last_with_nothing_to_resume(in_tmp: Path, capsys) -> None:
-    assert "no last*.ckpt under lightning_logs/*/checkpoints" in fails(["fit", "--ckpt_path", "last"], capsys)
+    assert "--ckpt_path last: no last checkpoint under lightning_logs/*/checkpoints" in fails(
+        ["fit", "--ckpt_path", "last"], capsys
+    )
 
 
 def test_runs_repeat_exactly_and_another_seed_differs(data_dir: Path, in_tmp: Path) -> None:

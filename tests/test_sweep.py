@@ -106,7 +106,7 @@ def test_a_trial_the_pruner_stops_ends_pruned_with_its_val_acc_reported(base: li
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
     settings = {"config": base[1::2], "seeds": [0, 1], "folder": in_tmp}
-    sweep_module._work(optuna, study, search_space.load(SPACE), settings, trials=1, threads=1)
+    sweep_module._work(optuna, study, search_space.load(SPACE), settings, trials=1)
     (trial,) = study.trials
     assert trial.state.name == "PRUNED"
     assert f"trial 0: val_acc {trial.value:.4f} so far, pruned in" in capsys.readouterr().out

@@ -142,10 +142,10 @@ def _broken_checkpoint(kind: str, good: Path, folder: Path) -> tuple[Path, str]:
     if kind == "pickle":
         checkpoint["payload"] = _WritesMarker(folder / "marker")
         torch.save(checkpoint, path)
-        return path, "refusing to load"
+        return path, "which is not a tensor or a container of them"
     if kind == "truncated":
         path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-        return path, "is not a readable checkpoint"
+        return path, "is not a checkpoint: not a PyTorch zip archive"
     if kind == "empty":
         path.write_bytes(b"")
         return path, "is empty (0 bytes)"

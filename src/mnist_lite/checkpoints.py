@@ -1,76 +1,243 @@
-"""Checkpoints are data: read with ``weights_only``, their hyperparameters held to an allow-list, their shapes
-checked before any tensor is allocated, and written atomically.
+"""Checkpoints are data: the strict reader, the hyperparameter allow-list and the network's shape checks.
 
-Two mechanisms keep a checkpoint from choosing code:
-- jsonargparse's import-path policy (``cli.py`` turns it on) denies values that name ``os``, ``subprocess``,
-  ``builtins.exec`` and the like, wherever a value comes from. It cannot tell a checkpoint's value from the user's,
-  and it allows every module it does not list, so
-- ``allowed_hyperparameters`` here runs first, on the raw hyperparameters of every checkpoint that is read: a class
-  is accepted only from the allow-list below or when the user's own config names the same class.
+Plain PyTorch, no Lightning, so export and serve read checkpoints without it. A file is checked in layers, each
+before the next costs anything:
+1. it is a regular file of bounded size, a zip archive of uncompressed entries of bounded count and size;
+2. its pickle names no global outside ``GLOBALS`` (walked with ``pickletools``, before ``torch.load`` runs), whatever
+   torch's own weights-only allow-list holds after other libraries have added to it;
+3. ``torch.load(weights_only=True)``, then every tensor's metadata (dtype, layout, contiguity, size) and the
+   fields Lightning reads back, before any tensor's values are touched;
+4. the hyperparameters: a class is accepted only from the allow-list or when the user's own config names it;
+5. the weights' shapes against the network the hyperparameters describe, built on the meta device; then the
+   values: finite, and variances that are not negative.
+Every refusal is one line, its quoted values cut short with ``reprlib``.
 """
 
+import importlib
 import inspect
 import io
 import math
-import os
-import pickle
+import pickletools
 import re
-from collections.abc import Iterable
+import reprlib
+import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from mnist_lite.classifier import MNISTClassifier
+from mnist_lite import files, runs
 from mnist_lite.errors import UserError
-from mnist_lite.network import CompactCNN
+from mnist_lite.network import NETWORKS, Classifier
 
-# What a checkpoint may name by itself, per hyperparameter. Optimizers and schedules are matched by attribute of
-# modules torch has already imported, so checking one imports nothing.
-NETWORKS = {"mnist_lite.network.CompactCNN"}
+MAX_FILE_BYTES = 64 * 1024 * 1024  # the project's checkpoints are 0.2-1 MB
+MAX_ENTRIES = 4096
+MAX_TENSOR_ELEMENTS = 16 * 1024 * 1024
+MAX_VALUES = 200_000  # containers and values walked in one checkpoint, aliases counted each time
+# Everything a checkpoint that torch.save and Lightning write can name: the tensor rebuild, the typed storages of
+# plain real dtypes, and OrderedDict (state_dict). Complex, quantized, sparse, meta and float8 tensors need others.
+GLOBALS = {
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor_v2",
+    *(
+        f"torch.{kind}Storage"
+        for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
+    ),
+}
+DTYPES = {
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+}
+# Optimizers and schedules are matched by attribute of modules torch has already imported: checking imports nothing.
 OPTIMIZER_MODULE, SCHEDULER_MODULE = "torch.optim", "torch.optim.lr_scheduler"
 # Lightning's own keys, written by LightningCLI's save_hyperparameters: one accepted value each.
 LIGHTNING_KEYS = {
     "_instantiator": "lightning.pytorch.cli.instantiate_module",
     "_class_path": "mnist_lite.classifier.MNISTClassifier",
 }
+MODEL_SETTINGS = {"net", "optimizer", "scheduler", "label_smoothing", "teacher", "temperature", "distillation"}
 # A dotted name is how jsonargparse names code to import; no plain setting of ours is spelt like one.
 _IMPORT_PATH = re.compile(r"^\s*[A-Za-z_]\w*(\s*\.\s*[A-Za-z_]\w*)+\s*$")
+_VERSION = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,4}([.+\-\w]{0,40})$")
 _MAX_STRING, _MAX_LIST = 1_000, 1_000
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+_short = reprlib.Repr()  # a refused value is quoted this short, however large or deep it is
+_short.maxstring = _short.maxother = 80
+_short.maxlist = _short.maxdict = _short.maxtuple = 4
+_short.maxlevel = 2
+shown = _short.repr
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``, so a file can never run code, and check its weights."""
+    """A checkpoint's contents, after the checks of layers 1-3 above. ``UserError`` says why one is refused."""
     path = Path(path)
+    data = _read_file(path)
+    _check_archive(data, path)
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for what passed the walk yet fails
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {_first_line(e)}).") from None
+    _check_fields(checkpoint, path)
+    return checkpoint
+
+
+def _read_file(path: Path) -> bytes:
     if path.is_dir():
         found = sorted(str(p) for p in path.rglob("*.ckpt"))
-        hint = (
-            f" It holds: {', '.join(found[:5])}{' ...' if len(found) > 5 else ''}." if found else " It holds no .ckpt."
-        )
-        raise UserError(f"checkpoint {path} is a folder: pass one .ckpt file.{hint}")
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: pass the path of a .ckpt written by 'mnist-lite fit'.")
-    if path.stat().st_size == 0:
-        raise UserError(f"checkpoint {path} is empty (0 bytes): it was not written completely.")
+        listing = f" It holds: {', '.join(found[:5])}{' ...' if len(found) > 5 else ''}." if found else ""
+        raise UserError(f"checkpoint {path} is a folder: pass one .ckpt file.{listing or ' It holds no .ckpt.'}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[-1]
-        raise UserError(f"refusing to load {path}: it holds objects other than plain weights ({reason}).") from None
-    except Exception as e:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
+        data = files.read_bytes(path, MAX_FILE_BYTES)
+    except FileNotFoundError:
         raise UserError(
-            f"{path} is not a readable checkpoint: truncated, corrupt or not a PyTorch file "
-            f"({type(e).__name__}: {_first_line(e)})."
+            f"checkpoint {path} does not exist: pass the path of a .ckpt written by 'mnist-lite fit'."
         ) from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+    except ValueError as e:
+        raise UserError(f"refusing {path}: {e}; a checkpoint of this project is under 1 MB.") from None
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.strerror or e}.") from None
+    if not data:
+        raise UserError(f"checkpoint {path} is empty (0 bytes): it was not written completely.")
+    return data
+
+
+def _check_archive(data: bytes, path: Path) -> None:
+    """The zip directory (bounded, uncompressed) and the pickle's globals, before torch.load reads anything."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise UserError(
+            f"{path} is not a checkpoint: not a PyTorch zip archive (truncated, corrupt, or another kind of file)."
+        ) from None
+    if len(entries) > MAX_ENTRIES:
+        raise UserError(f"refusing {path}: {len(entries):,} archive entries, more than the {MAX_ENTRIES:,} accepted.")
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
+            raise UserError(f"refusing {path}: entry {shown(entry.filename)} is compressed; torch.save stores them.")
+    pickles = [e for e in entries if e.filename.endswith("/data.pkl") or e.filename == "data.pkl"]
+    if len(pickles) != 1:
+        raise UserError(f"{path} is not a checkpoint: a PyTorch archive holds one data.pkl, this one {len(pickles)}.")
+    for name in _globals(archive.read(pickles[0]), path):
+        if name not in GLOBALS:
+            raise UserError(f"refusing {path}: it names {shown(name)}, which is not a tensor or a container of them.")
+
+
+def _globals(pickle: bytes, path: Path) -> Iterator[str]:
+    """Every global the pickle would import, as ``module.name``. STACK_GLOBAL takes its two names from the values
+    pushed just before it (literally or from the memo); anything else there is refused."""
+    pushed: list[Any] = []
+    memo: dict[int, Any] = {}
+    try:
+        for op, arg, _ in pickletools.genops(pickle):
+            name = op.name
+            if name == "GLOBAL":
+                module, _, attribute = str(arg).partition(" ")
+                yield f"{module}.{attribute}"
+            elif name == "STACK_GLOBAL":
+                if len(pushed) < 2 or not all(isinstance(p, str) for p in pushed[-2:]):
+                    raise UserError(f"refusing {path}: its pickle computes the name of what it imports.")
+                yield f"{pushed[-2]}.{pushed[-1]}"
+            elif name in ("INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID"):
+                raise UserError(f"refusing {path}: its pickle uses {name}, which torch.save never writes.")
+            if name in _STRING_OPS:
+                pushed.append(arg)
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(cast(int, arg))] = pushed[-1] if pushed else None
+            elif name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(int(cast(int, arg))))
+            elif op.stack_after:
+                pushed.append(None)
+            del pushed[:-2]
+    except UserError:
+        raise
+    except Exception as e:  # pickletools raises ValueError and others for a malformed stream
+        raise UserError(f"{path} is not a checkpoint: its pickle is malformed ({_first_line(e)}).") from None
+
+
+def _check_fields(checkpoint: Any, path: Path) -> None:
+    """The fields Lightning reads back have the types it expects; every tensor is a plain, contiguous, bounded one."""
+    if not isinstance(checkpoint, dict) or not all(isinstance(k, str) for k in checkpoint):
+        raise UserError(f"{path} is not a Lightning checkpoint: it is not a mapping of named fields.")
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and _is_tensor(v) for k, v in state.items()):
         raise UserError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' of tensors.")
-    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise UserError(f"{path} has non-finite weights (NaN or inf in {', '.join(bad[:3])}): its run diverged.")
-    return checkpoint
+    expected = {
+        "epoch": int,
+        "global_step": int,
+        "pytorch-lightning_version": str,
+        "hyper_parameters": dict,
+        "loops": dict,
+        "callbacks": dict,
+        "optimizer_states": list,
+        "lr_schedulers": list,
+        "torch_rng_state": torch.Tensor,
+    }
+    for key, kind in expected.items():
+        if key in checkpoint and (not isinstance(checkpoint[key], kind) or isinstance(checkpoint[key], bool)):
+            raise UserError(f"refusing {path}: field {key} = {shown(checkpoint[key])} is not a {kind.__name__}.")
+    for key in ("epoch", "global_step"):
+        if checkpoint.get(key, 0) < 0:
+            raise UserError(f"refusing {path}: field {key} = {checkpoint[key]} is negative.")
+    version = checkpoint.get("pytorch-lightning_version", "2.0.0")
+    if not _VERSION.match(version):
+        raise UserError(f"refusing {path}: field pytorch-lightning_version = {shown(version)} is not a version.")
+    for key in ("optimizer_states", "lr_schedulers"):
+        if not all(isinstance(item, dict) for item in checkpoint.get(key, [])):
+            raise UserError(f"refusing {path}: field {key} is not a list of mappings.")
+    rng = checkpoint.get("torch_rng_state")
+    if rng is not None and (rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape):
+        raise UserError(f"refusing {path}: field torch_rng_state is not a random generator's state.")
+    for where, tensor in _tensors(checkpoint, path):
+        _check_tensor(where, tensor, path)
+
+
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor)
+
+
+def _tensors(value: Any, path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in the checkpoint with where it is, walking at most MAX_VALUES containers and values."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    walked = 0
+    while stack:
+        where, item = stack.pop()
+        walked += 1
+        if walked > MAX_VALUES:
+            raise UserError(f"refusing {path}: it holds more than {MAX_VALUES:,} values.")
+        if isinstance(item, torch.Tensor):
+            yield where, item
+        elif isinstance(item, dict):
+            stack.extend((f"{where}.{shown(k)}" if where else str(k), v) for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+
+
+def _check_tensor(where: str, t: torch.Tensor, path: Path) -> None:
+    """Metadata only: nothing here reads a tensor's values."""
+    problem = None
+    if t.dtype not in DTYPES:
+        problem = f"of dtype {t.dtype}"
+    elif t.layout != torch.strided or t.is_quantized or t.device.type != "cpu":
+        problem = f"a {t.layout} tensor on {t.device}"
+    elif t.numel() > MAX_TENSOR_ELEMENTS:
+        problem = f"of {t.numel():,} elements, more than the {MAX_TENSOR_ELEMENTS:,} accepted"
+    elif not t.is_contiguous():
+        problem = f"a view of shape {tuple(t.shape)} and strides {t.stride()}, not a plain tensor"
+    if problem:
+        raise UserError(f"refusing {path}: tensor {shown(where)} is {problem}.")
 
 
 def allowed_hyperparameters(
@@ -79,9 +246,6 @@ def allowed_hyperparameters(
     """The checkpoint's model hyperparameters, once every class they name is on the allow-list or in ``trusted``
     (the class paths the user's own config names). Lightning's bookkeeping keys are checked and dropped."""
     hparams = checkpoint.get("hyper_parameters") or {}
-    if not isinstance(hparams, dict):
-        raise _refused(path, "hyper_parameters", hparams, "is not a mapping")
-    accepted = set(inspect.signature(MNISTClassifier.__init__).parameters) - {"self"}
     trusted = set(trusted)
     cleaned = {}
     for key, value in hparams.items():
@@ -89,10 +253,13 @@ def allowed_hyperparameters(
             if value != LIGHTNING_KEYS[key]:
                 raise _refused(path, key, value, "is not Lightning's own value")
             continue
-        if key not in accepted:
-            raise _refused(path, key, value, f"is not a setting of the model ({', '.join(sorted(accepted))})")
+        if key not in MODEL_SETTINGS:
+            raise _refused(path, key, value, f"is not a setting of the model ({', '.join(sorted(MODEL_SETTINGS))})")
         if key in ("net", "optimizer", "scheduler"):
             _check_class_spec(key, value, path, trusted)
+        elif key == "teacher":
+            if value is not None and (not isinstance(value, str) or len(value) > _MAX_STRING or "\0" in value):
+                raise _refused(path, key, value, "is not a file path")
         else:
             _check_plain(key, value, path)
         cleaned[key] = value
@@ -127,10 +294,10 @@ def _on_allow_list(key: str, class_path: str) -> bool:
     if key == "scheduler" and module == SCHEDULER_MODULE:
         schedules = torch.optim.lr_scheduler
         found = getattr(schedules, name, None)
-        if not _is_class(found, (schedules.LRScheduler, schedules.ReduceLROnPlateau)):
+        if found is None or not _is_class(found, (schedules.LRScheduler, schedules.ReduceLROnPlateau)):
             return False
         # LambdaLR and its kin take a callable: a checkpoint could only supply one by naming code.
-        return not _takes_callable(found)
+        return not any("lambda" in p or "func" in p for p in inspect.signature(found).parameters)
     return False
 
 
@@ -138,12 +305,8 @@ def _is_class(found: Any, base: type | tuple[type, ...]) -> bool:
     return inspect.isclass(found) and issubclass(found, base)
 
 
-def _takes_callable(cls: Any) -> bool:
-    return any("lambda" in name or "func" in name for name in inspect.signature(cls).parameters)
-
-
 def _check_plain(key: str, value: Any, path: str | Path) -> None:
-    """Numbers, booleans, None, short strings that name no code, and short lists of those."""
+    """Numbers, booleans, None, short strings that name no code, and short flat lists of those."""
     if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
@@ -164,99 +327,123 @@ def _check_plain(key: str, value: Any, path: str | Path) -> None:
 
 
 def _refused(path: str | Path, key: str, value: Any, why: str) -> UserError:
-    shown = repr(value)
-    shown = shown if len(shown) <= 120 else shown[:117] + "..."
-    return UserError(f"refusing {path}: hyperparameter {key} = {shown} {why}.")
+    return UserError(f"refusing {path}: hyperparameter {key} = {shown(value)} {why}.")
 
 
 def build_network(spec: dict[str, Any] | None) -> nn.Module:
     """The network a ``{class_path, init_args}`` spec describes (``None``: the default CompactCNN). The class path
     must already be allowed: by ``allowed_hyperparameters`` for a checkpoint's, by the user for their config's."""
     if spec is None:
-        return CompactCNN()
+        spec = {"class_path": next(iter(NETWORKS))}
     module, _, name = spec["class_path"].rpartition(".")
-    cls = getattr(__import__(module, fromlist=[name]), name)
-    return cls(**(spec.get("init_args") or {}))
+    return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
 
 
-def check_shapes(spec: dict[str, Any] | None, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Build the described network on the meta device (no memory) and compare its tensors with the checkpoint's,
-    so a checkpoint that claims ``hidden: 1000000000`` is refused before anything is allocated."""
+def check_network(spec: dict[str, Any] | None, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """The weights against the network the spec describes: its tensors' names and shapes (built on the meta device,
+    so ``hidden: 1000000000`` costs nothing), then their values."""
     try:
         with torch.device("meta"):
             net = build_network(spec)
     except Exception as e:  # a bad init_arg fails in the constructor: TypeError, ValueError, ...
         raise UserError(
-            f"refusing {path}: its network settings {spec} cannot build a network ({_first_line(e)})."
+            f"refusing {path}: its network settings {shown(spec)} cannot build a network ({_first_line(e)})."
         ) from None
-    expected = {f"net.{name}": tuple(t.shape) for name, t in net.state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
-    problems = [f"{n} {found[n]} vs {expected[n]}" for n in expected if n in found and found[n] != expected[n]]
+    check_weights({f"net.{name}": t for name, t in net.state_dict().items()}, checkpoint, path)
+
+
+def check_weights(expected: dict[str, torch.Tensor], checkpoint: dict[str, Any], path: str | Path) -> None:
+    """The checkpoint's ``state_dict`` has the expected tensors' names, shapes and kinds; then its values are finite
+    and its variances not negative (only now are values read: their size is the network's)."""
+    found = checkpoint["state_dict"]
+    problems = [
+        f"{n} {tuple(found[n].shape)} vs {tuple(t.shape)}"
+        for n, t in expected.items()
+        if n in found and (found[n].shape != t.shape or found[n].is_floating_point() != t.is_floating_point())
+    ]
     problems += [f"{n} missing" for n in expected if n not in found]
-    problems += [f"{n} unexpected" for n in found if n not in expected]
+    problems += [f"{shown(n)} unexpected" for n in found if n not in expected]
     if problems:
-        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
-        raise UserError(f"{path} does not match the network it describes (checkpoint vs network): {shown}.")
+        more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+        raise UserError(
+            f"{path} does not match the network it describes (checkpoint vs network): {'; '.join(problems[:4])}{more}."
+        )
+    bad = [name for name, t in found.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise UserError(f"{path} has non-finite weights (NaN or inf in {', '.join(bad[:3])}): its run diverged.")
+    negative = [name for name, t in found.items() if name.endswith("running_var") and (t < 0).any()]
+    if negative:
+        raise UserError(f"refusing {path}: {', '.join(negative[:3])} holds negative variances.")
 
 
-def load_model(path: str | Path) -> MNISTClassifier:
-    """The fitted model of a checkpoint, read safely, in eval mode: for export and plain use. It takes images in
-    [0, 1]; ``.net`` is the plain network. Built from the allow-listed hyperparameters, never by Lightning's
-    ``load_from_checkpoint``, which would hand them to jsonargparse."""
-    checkpoint = read(path)
-    hparams = allowed_hyperparameters(checkpoint, path)
-    check_shapes(hparams.get("net"), checkpoint, path)
+def layout_difference(found: Any, expected: Any, where: str) -> str | None:
+    """Where a saved training state (a loop's progress, a callback's or a schedule's state) differs in layout from
+    the state this run would save: a missing key, a sequence of another length, a value of another kind. Extra keys
+    are allowed; so is anything where the fresh state holds None (unset until the run saves)."""
+    if expected is None:
+        return None
+    if isinstance(expected, dict):
+        if not isinstance(found, dict):
+            return f"{where} is not a mapping"
+        for key, value in expected.items():
+            if key not in found:
+                return f"{where}.{key} is missing"
+            if difference := layout_difference(found[key], value, f"{where}.{key}"):
+                return difference
+        return None
+    if isinstance(expected, list | tuple):
+        if not isinstance(found, list | tuple) or len(found) != len(expected):
+            return f"{where} is not a sequence of {len(expected)}"
+        for i, (f, e) in enumerate(zip(found, expected)):
+            if difference := layout_difference(f, e, f"{where}[{i}]"):
+                return difference
+        return None
+    kinds = (bool, torch.Tensor, int | float, str)
+    kind = next((k for k in kinds if isinstance(expected, k)), type(expected))
+    if not isinstance(found, kind) or (kind is not bool and isinstance(found, bool)):
+        return f"{where} = {shown(found)} is not like {shown(expected)}"
+    if isinstance(expected, torch.Tensor) and isinstance(found, torch.Tensor) and found.shape != expected.shape:
+        return f"{where} has shape {tuple(found.shape)}, not {tuple(expected.shape)}"
+    return None
+
+
+def load_model(path: str | Path, checkpoint: dict[str, Any] | None = None) -> Classifier:
+    """The fitted model of a checkpoint (``checkpoint``, if it was read already), checked as above, in eval mode:
+    images in [0, 1] to logits, without Lightning. Built from the allow-listed hyperparameters alone."""
+    checkpoint = read(path) if checkpoint is None else checkpoint
+    spec = allowed_hyperparameters(checkpoint, path).get("net")
+    check_network(spec, checkpoint, path)
     # Building draws initial weights that the checkpoint's replace: a seeded run that reads a teacher must draw
     # its own weights and dropout exactly as without one.
     with torch.random.fork_rng(devices=[]):
-        net = build_network(hparams.get("net"))
-    model = MNISTClassifier(net=net, label_smoothing=hparams.get("label_smoothing", 0.0))
+        model = Classifier(build_network(spec))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 
 
-def write_atomically(data: bytes | memoryview, path: Path) -> None:
-    """Write beside the destination, fsync, rename: a crash or a full disk never leaves a half-written file.
-    (Lightning's own save renames from the system temp folder, which is only atomic on the same filesystem.)"""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # per process: concurrent writers never meet
-    try:
-        with open(partial, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+def load_given(ckpt_path: str) -> tuple[Path, Classifier]:
+    """A tool's ``--ckpt_path`` (a file, ``last`` or ``best``) and its model; says which checkpoint it is."""
+    path = runs.resolve_checkpoint(ckpt_path)
+    checkpoint = read(path)
+    print(f"Checkpoint: {path}{describe(path, checkpoint)}", flush=True)
+    return path, load_model(path, checkpoint)
 
 
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, made safe both ways: writes are atomic, and reads go through ``read`` (weights
-    only). The checkpoint the CLI has already read and checked is handed over, so the Trainer's restore reads the
-    same bytes that were checked, not the file a second time."""
-
-    def __init__(self) -> None:
-        self.preloaded: tuple[Path, dict[str, Any]] | None = None
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)  # in memory first, so a full disk shows as the OSError it is
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(buffer.getbuffer(), path)
-        except OSError as e:
-            raise UserError(
-                f"cannot write checkpoint {path}: {e.strerror or e}. Free space or log elsewhere."
-            ) from None
-
-    def load_checkpoint(
-        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        if self.preloaded is not None and Path(path).resolve() == self.preloaded[0].resolve():
-            return self.preloaded[1]
-        return read(path)
+def describe(path: Path, checkpoint: dict[str, Any]) -> str:
+    """`` (run R, val_acc A)``: the run a checkpoint came from, and its val_acc when it was saved."""
+    saved = [
+        state.get("current_score")
+        for key, state in checkpoint.get("callbacks", {}).items()
+        if key.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("monitor") == "val_acc"
+    ]
+    scores = [float(s) for s in saved if isinstance(s, torch.Tensor) and s.numel() == 1]
+    score = runs.score(path) or (scores[0] if scores else None)
+    run = runs.run_of(path)
+    parts = [f"run {run}" if run else "", f"val_acc {score:.4f}" if score is not None else ""]
+    described = ", ".join(p for p in parts if p)
+    return f" ({described})" if described else ""
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: BaseException) -> str:
     text = str(error).strip()
-    return text.splitlines()[0] if text else "no details"
+    return shown(text.splitlines()[0]) if text else type(error).__name__

@@ -4,21 +4,24 @@ fitted teacher) and torchmetrics accuracy."""
 import inspect
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lite import checkpoints
 from mnist_lite.errors import UserError
-from mnist_lite.network import CompactCNN
+from mnist_lite.network import CompactCNN, DigitNet, normalize
 
 EVAL_STAGES = ("val", "test")
-MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as torchvision's examples use them
 # Cross-entropy over 10 classes starts near ln 10 = 2.3; a loss this large means logits 1e4 apart: diverged.
 DIVERGED_LOSS = 1e4
 TEMPERATURE, DISTILLATION = PositiveFloat(4.0), ClosedUnitInterval(0.5)  # distillation's usual starting point
@@ -37,15 +40,15 @@ class MNISTClassifier(LightningModule):
             ``OneCycleLR`` does) it is given the run's optimizer-step count, which only the trainer knows.
         label_smoothing: cross-entropy label smoothing in training, in [0, 1).
         teacher: a checkpoint fitted by mnist-lite (e.g. from configs/teacher.yaml) to distil from: in training
-            the net also learns the teacher's softened outputs on the same batch. The teacher is read through the
-            same safe path as every checkpoint, frozen and in eval mode, and never saved in this model's checkpoint.
+            the net also learns the teacher's softened outputs on the same batch. It is read here, through the
+            same safe path as every checkpoint, kept frozen in eval mode, and never saved in this model's checkpoint.
         temperature: divides both models' logits before the distillation term compares them.
         distillation: the distillation term's share of the training loss; the labels' cross-entropy has the rest.
     """
 
     def __init__(
         self,
-        net: nn.Module | None = None,
+        net: DigitNet | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
@@ -63,11 +66,15 @@ class MNISTClassifier(LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
-        self.teacher_path, self.temperature, self.distillation = teacher, float(temperature), float(distillation)
+        self.temperature, self.distillation = float(temperature), float(distillation)
         # In a tuple, the teacher is no child of this module: not in its state_dict, its optimizer or train().
         self._teacher: tuple[nn.Module, ...] = ()
-        self.pixel_mean, self.pixel_std = MEAN, STD  # attributes, not buffers: the state_dict stays the seed's
-        self._restored_total_steps: int | None = None  # the schedule length of a checkpoint being resumed
+        if teacher:
+            try:
+                self._teacher = (checkpoints.load_model(teacher).requires_grad_(False),)
+            except UserError as e:
+                raise UserError(f"model.teacher: {e}") from None
+        self._restored: dict[str, Any] | None = None  # the training state of a checkpoint being resumed
         self.metrics = nn.ModuleDict()
         for stage in EVAL_STAGES:
             self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
@@ -78,7 +85,7 @@ class MNISTClassifier(LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         """Images in [0, 1] of shape (N, 1, 28, 28) to (N, 10) logits."""
-        return self.net((images - self.pixel_mean) / self.pixel_std)
+        return self.net(normalize(images))
 
     # Steps only update torchmetrics; the epoch ends log them. Each self.log call costs about 0.3 ms on the CPU
     # (Lightning moves its result object to the device on every call), a tenth of a whole training step here.
@@ -106,21 +113,21 @@ class MNISTClassifier(LightningModule):
         student = (logits / self.temperature).log_softmax(1)
         return F.kl_div(student, target, reduction="batchmean", log_target=True) * self.temperature**2
 
-    def attach_teacher(self, teacher: nn.Module) -> None:
-        """Distil from this fitted model (frozen, in eval mode) rather than read ``teacher`` when fit starts."""
-        self._teacher = (teacher.eval().requires_grad_(False),)
-
     def on_fit_start(self) -> None:
-        if not self.teacher_path:
-            return
         if not self._teacher:
-            from mnist_lite.checkpoints import load_model  # checkpoints builds this class: imported here, not above
-
-            self.attach_teacher(load_model(self.teacher_path))
+            return
         teacher = self._teacher[0].to(self.device)
         if self.trainer.is_global_zero:
             count = sum(p.numel() for p in teacher.parameters())
-            print(f"Teacher: {self.teacher_path} ({type(teacher.net).__name__}, {count:,} parameters)")
+            print(f"Teacher: {self.hparams.teacher} ({type(teacher.net).__name__}, {count:,} parameters)")
+
+    def _diverged(self, symptom: str) -> None:
+        callback = self.trainer.checkpoint_callback
+        kept = getattr(callback, "last_model_path", "") or "none was saved yet"
+        raise UserError(
+            f"training diverged at step {self.global_step}: {symptom}. Lower the learning rate "
+            f"(model.optimizer / model.scheduler init_args). Last good checkpoint: {kept}."
+        )
 
     def _metric(self, name: str) -> Metric:
         return self.metrics[name]  # type: ignore[return-value]  # ModuleDict is typed as holding any Module
@@ -133,12 +140,7 @@ class MNISTClassifier(LightningModule):
         loss, logits = self._common_step(batch, "train")
         value = loss.item()  # one sync per step: free on the CPU, and a diverged run must stop before it saves
         if not math.isfinite(value) or value > DIVERGED_LOSS:
-            callback = self.trainer.checkpoint_callback
-            kept = getattr(callback, "last_model_path", "") or "none was saved yet"
-            raise UserError(
-                f"training diverged at step {self.global_step}: the loss is {value:.3g}. Lower the learning rate "
-                f"(model.optimizer / model.scheduler init_args). Last good checkpoint: {kept}."
-            )
+            self._diverged(f"the loss is {value:.3g}")
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
             accuracy = (logits.detach().argmax(1) == batch[1]).float().mean()  # this batch's: a line within an epoch
             self.log_dict(
@@ -155,11 +157,14 @@ class MNISTClassifier(LightningModule):
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, seen = self.trainer.strategy.reduce(self.train_totals.clone(), reduce_op="sum")
         self.train_totals.zero_()
-        if seen:  # nothing when every step of the epoch was skipped
-            self.log_dict({"train_loss_epoch": loss_sum / seen, "train_acc_epoch": correct / seen})
+        if seen:  # nothing when every step of the epoch was skipped; already summed over the processes
+            self.log_dict({"train_loss_epoch": loss_sum / seen, "train_acc_epoch": correct / seen}, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        loss = self._metric("val_loss").compute().item()
         self._log_epoch("val")
+        if self.trainer.state.fn == TrainerFn.FITTING and (not math.isfinite(loss) or loss > DIVERGED_LOSS):
+            self._diverged(f"the validation loss is {loss:.3g}")  # before the checkpoint of this epoch is written
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
@@ -169,21 +174,44 @@ class MNISTClassifier(LightningModule):
 
     # Dropout's random stream, so that a run resumed mid-epoch continues exactly where it stopped.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        bad = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never write a diverged model over a good one
+            self._diverged(f"{', '.join(bad[:3])} holds NaN or inf")
         checkpoint["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Every checkpoint Lightning restores (a given one, a resumed run, SLURM's requeue) is checked against this
+        run before it is used: the weights against this network, and what fit restores against what it saves."""
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # load_from_checkpoint: no Trainer, nothing restored but the weights
+            return
+        path = trainer.ckpt_path or "the checkpoint"
+        checkpoints.check_weights({f"net.{k}": v for k, v in self.net.state_dict().items()}, checkpoint, path)
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        saved = checkpoint.get("callbacks", {})
+        states = [("loops.fit_loop", checkpoint.get("loops", {}).get("fit_loop"), trainer.fit_loop.state_dict())]
+        states += [
+            (f"callbacks[{c.state_key}]", saved[c.state_key], c.state_dict())
+            for c in trainer.callbacks
+            if c.state_key in saved
+        ]
+        for where, found, expected in states:
+            if difference := checkpoints.layout_difference(found, expected, where):
+                raise UserError(f"refusing {path}: {difference}; it cannot resume this run.")
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
-        schedules = checkpoint.get("lr_schedulers") or [{}]
-        self._restored_total_steps = schedules[0].get("total_steps")  # compared when the schedule is rebuilt
+        self._restored = checkpoint
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters()) if self.optimizer else torch.optim.Adam(self.parameters(), 1e-3)
+        self._check_restored("optimizer_states", lambda found: _optimizer_difference(found, optimizer))
         if self.scheduler is None:
             return optimizer
         if _wants_total_steps(self.scheduler):
             total_steps = int(self.trainer.estimated_stepping_batches)
-            restored = self._restored_total_steps
+            restored = ((self._restored or {}).get("lr_schedulers") or [{}])[0].get("total_steps")
             if restored is not None and restored != total_steps:
                 raise UserError(
                     f"the resumed run's schedule was built for {restored} steps and this run has {total_steps}: a "
@@ -193,7 +221,36 @@ class MNISTClassifier(LightningModule):
             scheduler = self.scheduler(optimizer, total_steps=total_steps)
         else:
             scheduler = self.scheduler(optimizer)
+        expected = [scheduler.state_dict()]
+        self._check_restored(
+            "lr_schedulers", lambda found: checkpoints.layout_difference(found, expected, "lr_schedulers")
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _check_restored(self, key: str, difference: Callable[[Any], str | None]) -> None:
+        if self._restored is not None and (problem := difference(self._restored.get(key, []))):
+            raise UserError(f"refusing {self.trainer.ckpt_path}: {problem}; it cannot resume this run.")
+
+
+def _optimizer_difference(found: list, optimizer: torch.optim.Optimizer) -> str | None:
+    """A saved optimizer state against this run's optimizer: the same parameter groups, and per-parameter state
+    tensors that are scalars or of the parameter's own shape (a fresh optimizer has no per-parameter state yet)."""
+    if len(found) != 1:
+        return f"optimizer_states holds {len(found)} optimizers' states, not 1"
+    fresh = {"param_groups": optimizer.state_dict()["param_groups"]}
+    if difference := checkpoints.layout_difference({"param_groups": found[0].get("param_groups")}, fresh, "optimizer"):
+        return difference
+    shapes = [p.shape for group in optimizer.param_groups for p in group["params"]]
+    state = found[0].get("state")
+    if not isinstance(state, dict):
+        return "optimizer.state is not a mapping"
+    for index, values in state.items():
+        if not isinstance(index, int) or not 0 <= index < len(shapes) or not isinstance(values, dict):
+            return f"optimizer.state[{checkpoints.shown(index)}] is not a parameter's state"
+        for name, value in values.items():
+            if isinstance(value, Tensor) and value.ndim and value.shape != shapes[index]:
+                return f"optimizer.state[{index}].{name} has shape {tuple(value.shape)}, not {tuple(shapes[index])}"
+    return None
 
 
 def _wants_total_steps(factory: LRSchedulerCallable) -> bool:

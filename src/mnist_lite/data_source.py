@@ -48,6 +48,11 @@ def load(data_dir: str | Path, dataset: str = "MNIST", train: bool = True) -> tu
     return split.data, split.targets
 
 
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """``uint8`` images (N, 28, 28) to floats in [0, 1] of shape (N, 1, 28, 28)."""
+    return images.unsqueeze(1).float().div_(255)
+
+
 def _bundle_is_present() -> bool:
     return all((BUNDLE_DIR / f"{name}.gz").is_file() for name in MNIST_MD5)
 

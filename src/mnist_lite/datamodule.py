@@ -11,15 +11,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mnist_lite import data_source
 from mnist_lite.augmentations import TrainingAugmentation
+from mnist_lite.data_source import to_unit_range
 from mnist_lite.errors import UserError
 from mnist_lite.images import DigitFiles
 
 TRAIN_SIZE = 60_000  # all three datasets in data_source.DATASETS have 60k training images
-
-
-def to_unit_range(images: Tensor) -> Tensor:
-    """``uint8`` images (N, 28, 28) to floats in [0, 1] of shape (N, 1, 28, 28)."""
-    return images.unsqueeze(1).float().div_(255)
 
 
 def split_indices(size: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -1,14 +1,27 @@
-"""The compact CNN: a plain ``nn.Module``, free of Lightning, so its weights move to and from bare PyTorch."""
+"""The networks: plain ``nn.Module``s, free of Lightning, so their weights move to and from bare PyTorch."""
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as torchvision's examples use them
+# The class paths a checkpoint may name for its network by itself (checkpoints.py); the first is the default.
+NETWORKS = ("mnist_lite.network.CompactCNN",)
 
-class CompactCNN(nn.Module):
+
+class DigitNet(nn.Module):
+    """A network for MNIST: normalised images (N, 1, 28, 28) to logits (N, 10). ``model.net`` takes a subclass."""
+
+
+class CompactCNN(DigitNet):
     """Two 3x3 conv blocks (conv, BatchNorm, ReLU, 2x2 max-pool), then a small MLP head.
 
-    With the defaults this is the seed's network: 13,266 trainable parameters. The input is a batch of
-    normalised 1x28x28 images; the output is 10 logits per image.
+    With the defaults this is the seed's network: 13,266 trainable parameters.
+
+    Args:
+        channels: the two conv blocks' widths.
+        hidden: the MLP head's hidden units.
+        dropout: dropout before the last layer.
+        bn_momentum: BatchNorm's running-statistics momentum.
     """
 
     def __init__(
@@ -29,3 +42,20 @@ class CompactCNN(nn.Module):
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
         x = self.dropout(F.relu(self.fc1(x.flatten(1))))
         return self.fc2(x)
+
+
+def normalize(images: Tensor) -> Tensor:
+    """Pixels in [0, 1] to the normalised input the networks take."""
+    return (images - MEAN) / STD
+
+
+class Classifier(nn.Module):
+    """A fitted network with the normalisation in front: images in [0, 1] (N, 1, 28, 28) to logits (N, 10). What
+    export writes and serve runs; its ``state_dict`` is the checkpoint's (``net.*``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(normalize(images))

@@ -6,32 +6,57 @@ Everything else they print still shows: a filter here names one message, never a
 import logging
 import warnings
 
-# Lightning's rank-zero INFO lines that say nothing a user of this command needs.
-_NOISE_PREFIXES = (
-    "💡 Tip: For seamless cloud logging",  # an advertisement
-    "GPU available: ",  # the accelerator is in the config; a GPU left unused still gets Lightning's own warning
-    "TPU available: ",
-    "HPU available: ",
-    "Loading `train_dataloader` to estimate number of stepping batches",
-    "Restoring states from the checkpoint path at ",  # the CLI has printed "Checkpoint: <path>"
-    "Loaded model weights from the checkpoint at ",
+_RANK_ZERO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+# Logged lines (INFO) that say nothing a user of this command needs, by the logger that emits them.
+_NOISE = {
+    _RANK_ZERO: (
+        "💡 Tip: For seamless cloud logging",  # an advertisement
+        "GPU available: ",  # the accelerator is in the config; a GPU left unused still gets Lightning's own warning
+        "TPU available: ",
+        "HPU available: ",
+        "Loading `train_dataloader` to estimate number of stepping batches",
+        "Restoring states from the checkpoint path at ",  # the CLI has printed "Checkpoint: <path> (...)"
+        "Restored all states from the checkpoint at ",
+        "Loaded model weights from the checkpoint at ",
+        "`Trainer.fit` stopped: `max_epochs=",  # the run ends as configured; the CLI prints the checkpoints
+        "-" * 100 + "\ndistributed_backend=",  # the process group's banner, under DDP
+    ),
+    ("lightning.fabric.utilities.seed",): ("Seed set to ",),  # the seed is in the config and config.yaml
+    ("lightning.pytorch.trainer.connectors.signal_connector",): ("SLURM auto-requeueing enabled",),
+    ("lightning.fabric.utilities.distributed",): ("Initializing distributed: ",),  # one line per process
+}
+_WARNINGS = (
+    # Lightning's own code trips torch's deprecation of LeafSpec; nothing a user can change.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # test/validate/predict restore ModelCheckpoint's state into a new folder by design (runs.py).
+    r"The dirpath has changed from .* won't be reloaded",
+    # Short runs (a debug fit, the tests) log their epoch figures anyway.
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # Installed for SLURM, and not launched by it: a plain run is meant.
+    r"The `srun` command is available on your system but is not used",
 )
 
 
 class _DropNoise(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_NOISE_PREFIXES)
+        message = str(record.msg)
+        if message.startswith("[rank: "):  # the same line from another process of a distributed run
+            message = message.partition("] ")[2]
+        return not message.startswith(self.prefixes)
 
 
 def install() -> None:
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropNoise) for f in logger.filters):
-            logger.addFilter(_DropNoise())
-    # Lightning's own code trips torch's deprecation of LeafSpec; nothing a user can change.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    # test/validate/predict restore ModelCheckpoint's state into a new folder by design (runs.py).
-    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
+    for names, prefixes in _NOISE.items():
+        for name in names:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _DropNoise) for f in logger.filters):
+                logger.addFilter(_DropNoise(prefixes))
+    for message in _WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def evaluation() -> None:

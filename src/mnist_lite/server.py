@@ -24,8 +24,8 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from mnist_lite import checkpoints
-from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.images import TooManyPixels, decode_picture, to_mnist
+from mnist_lite.network import Classifier
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_FILES = 16  # images per request
@@ -51,7 +51,7 @@ class Refused(Exception):
         self.status, self.message = status, message
 
 
-def create_app(model: MNISTClassifier, checkpoint_name: str, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(model: Classifier, checkpoint_name: str, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
     """The ASGI app around one fitted model in eval mode (``checkpoints.load_model``)."""
     app = FastAPI(title="mnist-lite", docs_url=None, redoc_url=None, openapi_url=None)  # the docs pages use a CDN
     page = (PAGE / "index.html").read_text(encoding="utf-8")
@@ -90,7 +90,7 @@ def from_environment() -> FastAPI:
     return create_app(model, path.name, int(os.environ.get(MAX_UPLOAD_ENV, MAX_UPLOAD_BYTES)))
 
 
-def read_digits(model: MNISTClassifier, pictures: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+def read_digits(model: Classifier, pictures: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
     """Each picture made MNIST-like, then one batch through the model: prediction, probabilities, preview."""
     digits = []
     for name, data in pictures:

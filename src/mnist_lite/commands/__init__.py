@@ -1,5 +1,8 @@
-"""The tools beside Lightning's trainer subcommands. Each is a function; its signature and docstring are its
-options and its ``--help``, read by jsonargparse, so types, defaults and help live in one place."""
+"""The tools beside LightningCLI's subcommands, one function each in ``commands/<name>.py``.
+
+A tool's signature and docstring are its options and its ``--help``, read by jsonargparse, so types, defaults and
+help live in one place. A tool builds no Trainer and imports Lightning only if its work needs it (sweep does).
+"""
 
 import importlib
 import inspect
@@ -8,28 +11,54 @@ from collections.abc import Callable
 from typing import Any, Union, get_args, get_origin
 
 import docstring_parser
-from jsonargparse import ArgumentParser
+from jsonargparse import ActionYesNo, ArgumentParser
 
-# Each is the function of the same name in mnist_lite.commands.<name>, imported only when its command runs (or for
-# mnist-lite --help), so that fit's start-up pays for none of them.
-TOOLS = ("augment", "export", "curves", "serve", "sweep")
+from mnist_lite import config_limits
+from mnist_lite.errors import ConciseErrors
+
+NAMES = ("augment", "curves", "export", "runs", "serve", "sweep")
 
 
-def tool(name: str) -> Callable[..., None]:
+class ToolParser(ConciseErrors, ArgumentParser):
+    """jsonargparse's parser with the short errors every mnist-lite command gives."""
+
+
+def function(name: str) -> Callable[..., None]:
+    """The tool ``name``: the function of that name in ``mnist_lite.commands.<name>``."""
     return getattr(importlib.import_module(f"mnist_lite.commands.{name}"), name)
 
 
-def add_arguments(parser: ArgumentParser, tool: Callable[..., None]) -> None:
-    """The tool's options from its signature. A list parameter takes its values as separate words and may be
-    repeated (``--config a.yaml --config b.yaml``, ``--seeds 0 1 2``), where jsonargparse would want ``[a, b]``."""
+def summary(tool: Callable[..., None]) -> str:
+    """A tool's one-line summary: the first line of its docstring."""
+    return (inspect.getdoc(tool) or "").split("\n")[0]
+
+
+def parser(name: str, exit_on_error: bool = True) -> ArgumentParser:
+    """``mnist-lite NAME``'s parser, built from the tool's signature. A list parameter takes its values as separate
+    words and may be repeated (``--config a.yaml --config b.yaml``, ``--seeds 0 1 2``); a switch that is off by
+    default is turned on by its name alone (``--overwrite``)."""
+    tool = function(name)
+    built = ToolParser(prog=f"mnist-lite {name}", description=summary(tool), exit_on_error=exit_on_error)
     parameters = inspect.signature(tool).parameters
-    lists = {name: item for name, p in parameters.items() if (item := _list_item(p.annotation)) is not None}
-    parser.add_function_arguments(tool, skip=set(lists))
+    lists = {key: item for key, p in parameters.items() if (item := _list_item(p.annotation)) is not None}
+    switches = {key for key, p in parameters.items() if p.annotation is bool and p.default is False}
+    built.add_function_arguments(tool, skip=set(lists) | switches)
     docs = {p.arg_name: p.description for p in docstring_parser.parse(inspect.getdoc(tool) or "").params}
-    for name, item in lists.items():
-        required = parameters[name].default is inspect.Parameter.empty
-        help_text = f"{docs.get(name, '')} (one or more)"
-        parser.add_argument(f"--{name}", type=item, nargs="+", action="extend", required=required, help=help_text)
+    for key, item in lists.items():
+        required = parameters[key].default is inspect.Parameter.empty
+        help_text = f"{docs.get(key, '')} (one or more)"
+        built.add_argument(f"--{key}", type=item, nargs="+", action="extend", required=required, help=help_text)
+    for key in switches:
+        built.add_argument(f"--{key}", action=ActionYesNo, default=False, help=docs.get(key, ""))
+    return built
+
+
+def run(name: str, args: list[str]) -> None:
+    """``mnist-lite NAME ARGS``."""
+    config_limits.install()
+    options = parser(name).parse_args(args)
+    tool = function(name)
+    tool(**{key: options[key] for key in inspect.signature(tool).parameters})
 
 
 def _list_item(annotation: Any) -> type | None:

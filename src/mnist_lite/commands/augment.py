@@ -28,7 +28,6 @@ def augment(
         data_dir: where MNIST is extracted.
     """
     from mnist_lite import figures  # matplotlib: only for the commands that draw
-    from mnist_lite.datamodule import to_unit_range
 
     names = list(REGISTRY) if names is None else names
     unknown = [name for name in names if name not in REGISTRY]
@@ -38,7 +37,7 @@ def augment(
     images, labels = data_source.load(data_dir, train=True)
     if index >= len(labels):
         raise UserError(f"--index {index} is out of range: the training set has images 0-{len(labels) - 1}.")
-    image, label = to_unit_range(images[index : index + 1])[0], int(labels[index])
+    image, label = data_source.to_unit_range(images[index : index + 1])[0], int(labels[index])
     if random:
         fig = figures.random_augmentation_grid(image, label, index, names, samples, seed)
     else:

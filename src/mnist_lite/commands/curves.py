@@ -9,7 +9,7 @@ from mnist_lite.errors import UserError
 
 
 def curves(log_dir: str, output: str | None = None) -> None:
-    """Plot a run's loss and accuracy against the training step, from the metrics.csv of the CSV logger.
+    """Plot a run's loss and accuracy against the training step, from its metrics.csv.
 
     Args:
         log_dir: a run folder, e.g. lightning_logs/version_0.

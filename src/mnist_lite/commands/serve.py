@@ -7,7 +7,7 @@ from typing import Any
 
 from jsonargparse.typing import PositiveInt
 
-from mnist_lite import runs
+from mnist_lite import checkpoints
 from mnist_lite.errors import UserError
 
 
@@ -18,10 +18,11 @@ def serve(
     workers: PositiveInt = 1,
     max_upload_mb: PositiveInt = 4,
 ) -> None:
-    """Serve a page to draw digits on and watch the model read them, and the API behind it, until Ctrl-C.
+    """Serve a page to draw digits on and watch the model read them, and the API behind it.
 
     Args:
-        ckpt_path: a checkpoint written by mnist-lite fit, or last or best for the newest run's.
+        ckpt_path: a .ckpt file; 'last' for the newest run's last checkpoint; 'best' for the checkpoint with the
+            highest val_acc in any run under lightning_logs/.
         host: the address to listen on. 127.0.0.1 is this machine only; 0.0.0.0 is every network it is on.
         port: the port; 0 picks a free one.
         workers: server processes sharing the port, each with the model loaded; one per core serves most.
@@ -37,10 +38,10 @@ def serve(
     except ImportError as e:
         raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'.") from None
 
-    checkpoint = runs.checkpoint_path(ckpt_path)
+    checkpoint, model = checkpoints.load_given(ckpt_path)  # a bad checkpoint is one line here, not a failed worker
     os.environ[server.CKPT_ENV] = str(checkpoint.resolve())  # how the workers, started afresh, find it
     os.environ[server.MAX_UPLOAD_ENV] = str(max_upload_mb * 1024 * 1024)
-    app = server.from_environment()  # a bad checkpoint is one line here, not a worker that fails to start
+    app = server.create_app(model, checkpoint.name, max_upload_mb * 1024 * 1024)
     try:
         sock = _listen(host, port)
     except OSError as e:

@@ -24,9 +24,9 @@ from typing import Any
 import yaml
 from jsonargparse.typing import PositiveInt
 
-from mnist_lite import cpu_threads, search_space
-from mnist_lite.checkpoints import write_atomically
-from mnist_lite.errors import UserError
+from mnist_lite import lightning_cli, search_space
+from mnist_lite.errors import UserError, concise
+from mnist_lite.files import write_atomically
 
 # A worker that stops sending heartbeats for GRACE_S has died: the next worker to start a trial marks its
 # running trial failed, so a killed process costs only that trial.
@@ -80,17 +80,14 @@ def sweep(
         done = len(the_study.trials)
         print(f"Study {name!r} in {storage}: {done} trials so far; this run adds {trials}.", flush=True)
     if jobs == 1 or worker:
-        # The configs' own thread count if they set one (a trial then repeats exactly under fit); else this
-        # process's share of the free cores.
-        threads = base.config.get("threads") or int(os.environ.get(WORKER_ENV) or cpu_threads.choose())
-        _work(optuna, the_study, dimensions, settings, trials, threads)
+        _work(optuna, the_study, dimensions, settings, trials)
     else:
         _start_workers(jobs, trials)
     if not worker:
         _write_outputs(optuna, _study(optuna, storage, name), dimensions, base, config, folder)
 
 
-WORKER_ENV = "MNIST_LITE_SWEEP_THREADS"  # set in the processes --jobs starts: their share of the cores
+WORKER_ENV = "MNIST_LITE_SWEEP_WORKER"  # set in the processes --jobs starts
 
 
 def _study(optuna: Any, storage: str, name: str) -> Any:
@@ -118,12 +115,10 @@ def _study(optuna: Any, storage: str, name: str) -> Any:
 
 def _check(configs: list[str], dimensions: list[search_space.Dimension]) -> Any:
     """Parse the base configs, then each key at each bound or choice, with fit's own parser, before any trial."""
-    from mnist_lite.cli import cli, concise
-
     base_args = [arg for path in configs for arg in ("--config", path)]
     with _quiet():
         try:
-            base = cli(base_args, run=False, exit_on_error=False)
+            base = lightning_cli.build(base_args, run=False, exit_on_error=False)
         except ArgumentError as e:
             raise UserError(f"--config: {concise(str(e))}") from None
     # One parse per round, each key at its next candidate (a parse costs about 0.25 s); a round that fails is
@@ -149,9 +144,7 @@ def _override(key: str, value: Any) -> str:
     return f"--{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
 
 
-def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int, threads: int) -> None:
-    from mnist_lite.cli import cli
-
+def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int) -> None:
     base_args = [arg for path in settings["config"] for arg in ("--config", path)]
     logs = settings["folder"] / "runs"
 
@@ -159,11 +152,11 @@ def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int
         overrides = [_override(d.key, d.suggest(trial)) for d in dimensions]
         scores: list[float] = []
         for index, seed in enumerate(settings["seeds"]):
-            args = ["fit", *base_args, *overrides, f"--seed_everything={seed}", f"--threads={threads}", *FIT_OPTIONS]
+            args = ["fit", *base_args, *overrides, f"--seed_everything={seed}", *FIT_OPTIONS]
             args.append(f"--trainer.logger.init_args.save_dir={logs}")
             with _quiet():
-                run = cli(args)
-            trial.set_user_attr(f"run_seed_{seed}", str(run.run_dir))
+                run = lightning_cli.build(args)
+            trial.set_user_attr(f"run_seed_{seed}", str(run.trainer.log_dir))
             scores.append(float(run.trainer.callback_metrics["val_acc"]))
             trial.report(sum(scores) / len(scores), index)
             if index + 1 < len(settings["seeds"]) and trial.should_prune():
@@ -200,14 +193,13 @@ def _short(value: Any) -> str:
 
 
 def _start_workers(jobs: int, trials: int) -> None:
-    """The same command in ``jobs`` processes, each with its share of the trials and of the cores."""
-    threads = max(1, cpu_threads.choose() // jobs)
+    """The same command in ``jobs`` processes, each with its share of the trials."""
     argv = sys.argv[1:]
     shares = [trials // jobs + (i < trials % jobs) for i in range(jobs)]
     processes = []
     for share in filter(None, shares):
         args = [*_without(argv, "--trials", "--jobs"), f"--trials={share}"]
-        env = {**os.environ, WORKER_ENV: str(threads)}
+        env = {**os.environ, WORKER_ENV: "1"}
         processes.append(subprocess.Popen([sys.executable, "-m", "mnist_lite", *args], env=env))
     failed = [p.args for p in processes if p.wait() != 0]
     if failed:

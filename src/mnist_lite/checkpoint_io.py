@@ -1,0 +1,39 @@
+"""Lightning's checkpoint IO through this project's own: strict reads (checkpoints.py) and atomic writes (files.py)."""
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from mnist_lite import checkpoints, files
+from mnist_lite.errors import UserError
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Every checkpoint Lightning writes is written atomically, and every one it reads (``--ckpt_path``, SLURM's
+    requeue, a resumed run) goes through ``checkpoints.read``. The checkpoint the CLI has already read and checked
+    is handed over, so the Trainer restores the very bytes that were checked, not the file a second time."""
+
+    def __init__(self) -> None:
+        self.preloaded: tuple[Path, dict[str, Any]] | None = None
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)  # in memory first, so a full disk shows as the OSError it is
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            files.write_atomically(buffer.getbuffer(), path)
+        except OSError as e:
+            raise UserError(
+                f"cannot write checkpoint {path}: {e.strerror or e}. Free space or log elsewhere."
+            ) from None
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if self.preloaded is not None and Path(path).resolve() == self.preloaded[0].resolve():
+            return self.preloaded[1]
+        return checkpoints.read(path)

@@ -1,0 +1,336 @@
+"""fit, validate, test and predict: LightningCLI over the classifier and the MNIST DataModule.
+
+Extended only where LightningCLI documents it (``add_arguments_to_parser``, ``before_/after_instantiate_classes``,
+``before_/after_<subcommand>``, ``instantiate_trainer``, the parser and save-config kwargs), with one exception:
+``_parse_ckpt_path``, for the guarantee that a checkpoint chooses no code.
+"""
+
+import argparse
+import re
+import shlex
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import DefaultHelpFormatter, Namespace, set_parsing_settings
+from jsonargparse.typing import PositiveInt
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mnist_lite import __version__, checkpoints, config_limits, quiet, runs
+from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport
+from mnist_lite.classifier import MNISTClassifier
+from mnist_lite.datamodule import MNISTDataModule
+from mnist_lite.errors import ConciseErrors, UserError, fail
+from mnist_lite.loggers import RunLogger
+
+# Import paths no config value may name, added to jsonargparse's own denylist (os, subprocess, builtins.exec, ...):
+# the loaders that would turn a file into code.
+DENIED_IMPORT_PATHS = [
+    "torch.hub",
+    "torch.load",
+    "torch.jit.load",
+    "torch.package",
+    "torch.utils.cpp_extension",
+    "numpy.load",
+    "lightning.pytorch.core.saving",
+]
+# Lightning's bar redraws after every step: 0.18 ms of each 6-12 ms step here. Every 20 steps (several redraws a
+# second) it costs 0.02 ms and still looks live (benchmarks/progress_bar.py). A bar in trainer.callbacks overrides it.
+PROGRESS_REFRESH_STEPS = 20
+# One thread per process: on the 2-core machine it was the fastest when the machine was busy and 16% slower when
+# idle, and it makes a run's numbers independent of the load (benchmarks/threads.py).
+THREADS = 1
+
+
+class ShortHelp(DefaultHelpFormatter):
+    """``--help`` in about two lines an option: its name, the first sentence of its help, its type and default.
+    (The full text of a class's options: ``--model.optimizer.help AdamW``; every value: ``--print_config``.)"""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("width", max(100, shutil.get_terminal_size().columns))
+        kwargs.setdefault("max_help_position", 42)
+        super().__init__(prog, *args, **kwargs)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = re.sub(r"\s+", " ", super()._get_help_string(action).replace("``", "`"))
+        text = re.sub(r", known subclasses: [^)]*\)", ")", text)
+        described, _, typed = text.rpartition(" (type: ") if " (type: " in text else (text, "", "")
+        first = re.split(r"(?<![ (]e\.g)(?<![ (]i\.e)(?<=[a-z0-9)`])\. ", described, maxsplit=1)[0].rstrip(".")
+        return f"{first}." + (f" (type: {typed}" if typed else "")
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        return ", ".join(action.option_strings) or super()._format_action_invocation(action)
+
+
+class Parser(ConciseErrors, LightningArgumentParser):
+    """LightningCLI's parser with short errors, and the project's own ``--ckpt_path``: Lightning's offers ``hpc``
+    and ``registry``, neither of which works here, and a ``weights_only`` switch that every read here sets."""
+
+    def add_method_arguments(self, theclass: Any, themethod: str, *args: Any, **kwargs: Any) -> list[str]:
+        kwargs["skip"] = {*(kwargs.get("skip") or ()), "ckpt_path", "weights_only"}
+        added = super().add_method_arguments(theclass, themethod, *args, **kwargs)
+        self.add_argument("--ckpt_path", type=str | None, default=None, help=f"The checkpoint: {runs.CKPT_HELP}.")
+        return [*added, "ckpt_path"]
+
+
+class DigitTrainer(Trainer):
+    """Lightning's Trainer; its limit_*_batches keep the type written there: 1 is one batch, 1.0 all of them.
+
+    Lightning annotates them ``float | int``, so a parser would read 1 as 1.0.
+
+    Args:
+        limit_train_batches: how many training batches (int) or which fraction of them (float) to run.
+        limit_val_batches: the same for validation.
+        limit_test_batches: the same for test.
+        limit_predict_batches: the same for predict.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            **kwargs,
+        )
+
+
+class MnistLiteCLI(LightningCLI):
+    config: Namespace
+    checkpoint: tuple[Path, dict[str, Any]] | None = None  # --ckpt_path, read and checked once
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--threads", type=PositiveInt, default=THREADS, help="torch's CPU threads per process.")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(CSVPredictionWriter, "predictions")
+        parser.add_lightning_class_args(EvaluationReport, "report")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch}-{val_acc:.4f}",
+                "trainer.max_epochs": 1,  # Lightning's 1000 is no default for a one-epoch recipe
+                "trainer.enable_model_summary": False,  # one line of parameter counts instead (before_fit)
+                "trainer.plugins": [{"class_path": "mnist_lite.checkpoint_io.SafeCheckpointIO"}],
+                "trainer.logger": {"class_path": "mnist_lite.loggers.RunLogger"},
+            }
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's own version hands a checkpoint's hyperparameters to jsonargparse as they are, which then
+        imports whatever they name. Here the checkpoint is read strictly and its hyperparameters are held to the
+        allow-list first (checkpoints.py; tests/test_trust.py). Private in Lightning, and overridden only for that."""
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        config = self.config[subcommand]
+        given = config.get("ckpt_path")
+        if given is None:
+            if subcommand != "fit":
+                raise UserError(
+                    f"{subcommand} needs --ckpt_path: a checkpoint file, 'last' or 'best' (mnist-lite runs lists them)."
+                )
+            return
+        if subcommand == "fit" and given == "best":
+            raise UserError("fit --ckpt_path best: fit resumes a run, from 'last' or a checkpoint file.")
+        path = runs.resolve_checkpoint(given, _log_root(config))
+        checkpoint = checkpoints.read(path)
+        trusted = {
+            spec.class_path
+            for key in ("net", "optimizer", "scheduler")
+            if isinstance(spec := config.model.get(key), Namespace)
+        }
+        hparams = checkpoints.allowed_hyperparameters(checkpoint, path, trusted)
+        if subcommand != "fit":
+            hparams.pop("teacher", None)  # an evaluation runs the student alone
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        net = self.config[subcommand].model.get("net")
+        checkpoints.check_network(net.as_dict() if isinstance(net, Namespace) else None, checkpoint, path)
+        config = self.config[subcommand]
+        config.ckpt_path = str(path)
+        print(f"Checkpoint: {path}{checkpoints.describe(path, checkpoint)}", flush=True)
+        self.checkpoint = (path, checkpoint)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        torch.set_num_threads(config.threads)
+        _check_builds(config.model)
+        if self.subcommand not in (None, "fit"):
+            quiet.evaluation()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config.get("trainer") or {}
+        given = trainer.get("callbacks") or []
+        if trainer.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
+            kwargs["callbacks"] = [*given, TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS)]
+        return super().instantiate_trainer(**kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        if self.subcommand != "fit" and isinstance(self.trainer.logger, RunLogger):
+            path = self.checkpoint[0] if self.checkpoint else None
+            self.trainer.logger.evaluate(path and runs.run_of(path), self.subcommand)
+        io = self.trainer.strategy.checkpoint_io
+        if self.checkpoint is not None and hasattr(io, "preloaded"):
+            io.preloaded = self.checkpoint
+
+    def before_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            params = sum(p.numel() for p in self.model.parameters())
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            print(f"{type(self.model.net).__name__}: {params:,} parameters, {trainable:,} trainable", flush=True)
+
+    def after_fit(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        if not self.trainer.is_global_zero or callback is None:
+            return
+        if callback.best_model_path and callback.best_model_score is not None:
+            print(f"Best checkpoint ({callback.monitor}={callback.best_model_score:.4f}): {callback.best_model_path}")
+        if callback.last_model_path:
+            print(f"Last checkpoint: {callback.last_model_path}")
+        if self.checkpoint is not None and self.trainer.global_step == self.checkpoint[1].get("global_step"):
+            print(
+                f"Nothing left to train: {self.checkpoint[0]} had finished its {self.trainer.max_epochs} epoch(s). "
+                "Raise --trainer.max_epochs to go on (a one-cycle schedule cannot be extended: start a new fit)."
+            )
+
+    def after_test(self) -> None:
+        report = next(c for c in self.trainer.callbacks if isinstance(c, EvaluationReport))
+        if self.trainer.is_global_zero and report.written:
+            print(f"Wrote {', '.join(map(str, report.written))}")
+
+    def after_predict(self) -> None:
+        writer = next(c for c in self.trainer.callbacks if isinstance(c, CSVPredictionWriter))
+        if writer.read == 0:
+            raise UserError(f"none of the {writer.failed} inputs could be read; {writer.path} lists why.")
+        if self.trainer.is_global_zero:
+            print(writer.summary())
+
+
+def _check_builds(model: Namespace) -> None:
+    """jsonargparse accepts any callable for an optimizer or a schedule and calls it; one that builds something else
+    would leave the model with nothing and train with the default instead. Say so before anything runs."""
+    bases: dict[str, type | tuple[type, ...]] = {
+        "optimizer": torch.optim.Optimizer,
+        "scheduler": (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
+    }
+    for key, base in bases.items():
+        spec = model.get(key)
+        if not isinstance(spec, Namespace):
+            continue
+        module, _, name = spec.class_path.rpartition(".")
+        found = getattr(sys.modules.get(module), name, None)  # imported by the parser already
+        if not (isinstance(found, type) and issubclass(found, base)):
+            kind = "an optimizer (torch.optim.*)" if key == "optimizer" else "a schedule (torch.optim.lr_scheduler.*)"
+            raise UserError(f"model.{key}.class_path {spec.class_path} is not {kind}: name the class to build.")
+
+
+def _log_root(config: Namespace) -> Path:
+    logger = config.get("trainer", {}).get("logger")
+    init = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if not isinstance(init, Namespace):
+        return runs.LOG_ROOT
+    return Path(init.get("save_dir") or runs.LOG_ROOT) / (init.get("name") or "")
+
+
+def build(
+    args: list[str],
+    run: bool = True,
+    callbacks: list[Callback] | None = None,
+    exit_on_error: bool = True,
+    summaries: dict[str, str] | None = None,
+) -> MnistLiteCLI:
+    """The LightningCLI behind fit, validate, test and predict; ``run=False`` only builds the trainer, model and
+    data (no subcommand in ``args``). ``callbacks`` are added to the Trainer's (the sweep's); with
+    ``exit_on_error=False`` a bad argument raises ``argparse.ArgumentError`` instead of exiting; ``summaries``
+    describe the subcommands in their --help."""
+    config_limits.install()
+    set_parsing_settings(import_path_denylist=DENIED_IMPORT_PATHS)  # also turns jsonargparse's policy on
+    header = [f"mnist-lite {shlex.join(args)}"[:10_000], f"mnist-lite=={__version__}"]
+    common = {"exit_on_error": exit_on_error, "dump_header": header, "formatter_class": ShortHelp}
+    cli_class = _cli_class(args[0] if args else None)
+    per_subcommand = {
+        name: {
+            **common,
+            "description": (summaries or {}).get(name),
+            "usage": f"mnist-lite {name} [--config FILE] [--KEY VALUE ...]",
+        }
+        for name in cli_class.subcommands()
+    }
+    return cli_class(
+        MNISTClassifier,
+        MNISTDataModule,
+        trainer_class=DigitTrainer,
+        parser_class=Parser,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,  # the model's own optimizer/scheduler options cover it
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": callbacks} if callbacks else None,
+        parser_kwargs={"prog": "mnist-lite", **common, **per_subcommand},
+        args=None if args == sys.argv[1:] else args,  # None: LightningCLI reads the command line (it warns if both)
+        run=run,
+    )
+
+
+def _cli_class(subcommand: str | None) -> type[MnistLiteCLI]:
+    """LightningCLI builds a parser for each subcommand it lists (about 0.15 s each), and a command runs one: this
+    lists only the one named, if any (with none, ``run=False``, it lists them all)."""
+    every = LightningCLI.subcommands()
+    if subcommand is None or subcommand not in every:
+        return MnistLiteCLI
+    named = {subcommand: every[subcommand]}
+
+    class OneSubcommand(MnistLiteCLI):
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            return named
+
+    return OneSubcommand
+
+
+def main(args: list[str], summaries: dict[str, str]) -> None:
+    """``mnist-lite fit|validate|test|predict ARGS``: bad input is a line on stderr and a non-zero exit."""
+    quiet.install()
+    try:
+        build(args, summaries=summaries)
+    except UserError as e:
+        fail(str(e))
+    except MisconfigurationException as e:  # Lightning's word for a setting that cannot work here
+        fail(_misconfiguration(str(e)))
+    except ValueError as e:  # jsonargparse's report of a class whose constructor failed, union by union
+        problem = re.search(r"Problem with given class_path '([^']+)':\s*\n\s*(.+)", str(e))
+        if problem is None:
+            raise
+        class_path, reason = problem.groups()
+        hint = " Install it: pip install -e '.[tensorboard]'." if "tensorboard" in reason else ""
+        fail(f"cannot build {class_path}: {reason.strip()}{hint}")
+    except SIGTERMException:  # Lightning stops at the next batch; what was saved or written stays
+        hint = "continue with the same command and --ckpt_path last" if args[0] == "fit" else "what was written is kept"
+        print(f"mnist-lite: stopped by SIGTERM; {hint}.", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+
+
+def _misconfiguration(message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else "invalid trainer setting"
+    if "gpu" in first.lower() or "cuda" in first.lower():
+        return f"{first} This machine has no usable GPU: leave out configs/gpu.yaml, or pass --trainer.accelerator=cpu."
+    return first

@@ -1,0 +1,71 @@
+"""The default logger: Lightning's ``CSVLogger``, owning its run folder.
+
+Lightning's loggers pick "the next free version" by listing the folder and create it later, so two runs started
+together can share one, and every process of a distributed run may pick its own. This one claims its folder with
+``mkdir`` (``runs.claim``), on global rank 0 only, as Lightning's cluster environment reports the rank
+(``rank_zero_only.rank``: set from torchrun's, SLURM's or Lightning's own launcher's variables, then by the
+strategy). It claims when Lightning first asks for the folder, once the command's checks have passed. The other
+ranks never claim: Lightning broadcasts rank 0's folder wherever it needs one (``Trainer.log_dir``, checkpoints,
+the saved config).
+"""
+
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from mnist_lite import runs
+
+
+class RunLogger(CSVLogger):
+    """Lightning's CSV logger (metrics.csv, hparams.yaml) in a folder claimed for this command alone.
+
+    Args:
+        save_dir: the folder of all runs.
+        name: a subfolder of ``save_dir`` for this family of runs ("" for none).
+        version: a fixed folder name, or a number for ``version_N``; by default the next free ``version_N``.
+        prefix: put at the start of every metric's name.
+        flush_logs_every_n_steps: how often metrics.csv is written.
+    """
+
+    def __init__(
+        self,
+        save_dir: str = str(runs.LOG_ROOT),
+        name: str = "",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
+        self._version: int | str | None = version
+        self._evaluated: tuple[Path, str] | None = None  # the run and the command, for validate/test/predict
+        self._parent: Path | None = None  # where this logger claimed its folder
+
+    def evaluate(self, run: Path | None, command: str) -> None:
+        """Log ``command`` (validate, test, predict) into the run it evaluates, or beside the runs when the
+        checkpoint is not in one: ``<run>/test``, then ``<run>/test_1``, ..."""
+        self._evaluated = (run or Path(self.root_dir), command)
+
+    @property
+    def root_dir(self) -> str:
+        return str(self._parent) if self._parent is not None else super().root_dir
+
+    @property
+    def version(self) -> int | str | None:  # None on the other ranks, which are given rank 0's folder
+        if self._version is None and rank_zero_only.rank == 0:
+            claimed: int | str
+            if self._evaluated is not None:
+                parent, command = self._evaluated
+                claimed = runs.claim(parent, command, numbered=False).name
+                self._parent = parent
+            else:
+                folder = runs.claim(Path(super().root_dir), "version", numbered=True)
+                claimed = int(folder.name.removeprefix("version_"))  # an int shows as v_num on the progress bar
+            self._version = claimed
+            print(f"Run folder: {self.log_dir}", flush=True)
+        return self._version
+
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if status != "success" and self._version is not None and rank_zero_only.rank == 0:
+            runs.release(Path(self.log_dir))  # a command that failed before its work leaves no folder behind
