@@ -1,6 +1,9 @@
 """Predicting on people's own images: formats, polarities, sizes, broken files, and the CSV."""
 
+import io
+import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -221,3 +224,93 @@ def test_sigterm_stops_predict_at_the_next_batch_and_keeps_thecsv_rows(fitted_ch
     assert "stopped by SIGTERM; what was written is kept" in err and "Traceback" not in err
     rows = csv_rows(tmp_path / "out.csv")
     assert 200 <= len(rows) < 20_000 and len(rows) % 100 == 0  # whole batches, then it stopped
+
+
+# ---- hostile and odd files: each an error row within its bounds, the rest of the batch kept ----
+
+
+def _tiff_with_float_strip_offsets() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == 273:  # StripOffsets, made a FLOAT
+            struct.pack_into("<H", data, entry + 2, 11)
+    return bytes(data)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def test_odd_and_hostile_files_are_error_rows_and_good_images_stay(mnist_digit: torch.Tensor, tmp_path: Path) -> None:
+    digit = mnist_digit.numpy()
+    with_nan = np.stack([digit, digit]).astype(np.float32)
+    with_nan[1, 3, 3] = np.nan
+    files = {
+        "zero_width.idx": b"\x00\x00\x08\x03"
+        + (2**32 - 1).to_bytes(4, "big")
+        + (0).to_bytes(4, "big")
+        + (28).to_bytes(4, "big"),
+        "void.npy": _npy(np.zeros((3, 28, 28), dtype="V0")),
+        "objects.npy": _npy(np.full((28, 28), None, dtype=object)),  # np.load would unpickle it
+        "nan.npy": _npy(with_nan),
+        "float_offsets.tif": _tiff_with_float_strip_offsets(),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    dataset = DigitFiles(tmp_path)
+    start = time.monotonic()
+    pixels, sources = dataset.__getitems__(list(range(len(dataset))))
+    assert time.monotonic() - start < 5
+    errors = {(Path(path).name, index): error for path, index, error in sources}
+    assert "IDX images of 0x28 pixels" in errors[("zero_width.idx", 0)]
+    assert "array of dtype |V0" in errors[("void.npy", 0)]
+    assert "array of dtype object" in errors[("objects.npy", 0)]
+    assert errors[("nan.npy", 0)] == "" and "not finite" in errors[("nan.npy", 1)]
+    assert "unreadable" in errors[("float_offsets.tif", None)]
+    good = [row for row, (_, index, error) in enumerate(sources) if not error]
+    assert len(good) == 1 and torch.equal(pixels[good[0]], to_mnist(torch.from_numpy(digit).float() / 255))
+
+
+def test_a_16_bit_png_reads_like_its_8_bit_twin(mnist_digit: torch.Tensor, tmp_path: Path) -> None:
+    eight = _save(mnist_digit.numpy(), tmp_path / "eight.png")
+    sixteen = _save(mnist_digit.numpy().astype(np.uint16) * 257, tmp_path / "sixteen.png")
+    assert Image.open(sixteen).mode == "I;16"
+    assert torch.allclose(read_image(sixteen, None), read_image(eight, None))
+
+
+def test_a_file_swapped_for_a_fifo_after_listing_is_an_error_row(tmp_path: Path) -> None:
+    (tmp_path / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
+    (tmp_path / "late.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
+    dataset = DigitFiles(tmp_path)
+    (tmp_path / "late.png").unlink()
+    os.mkfifo(tmp_path / "late.png")  # nobody will ever write to it
+    _, sources = dataset.__getitems__([0, 1])
+    errors = {Path(path).name: error for path, _, error in sources}
+    assert "is a FIFO, not a regular file" in errors["late.png"] and errors["seven.png"] == ""
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "link", "long-name"])
+def test_an_output_that_cannot_take_the_csv_is_one_line(
+    kind: str, fitted_checkpoint: Path, in_tmp: Path, capsys
+) -> None:
+    output = {
+        "fifo": in_tmp / "out.csv",
+        "device": Path("/dev/full"),
+        "folder": in_tmp,
+        "link": in_tmp / "link.csv",
+        "long-name": in_tmp / ("x" * 300 + ".csv"),
+    }[kind]
+    if kind == "fifo":
+        os.mkfifo(output)
+    if kind == "link":
+        (in_tmp / "target.txt").write_text("keep me")
+        output.symlink_to(in_tmp / "target.txt")
+    err = fails(predict_args(fitted_checkpoint, EXAMPLES, f"--predictions.output={output}"), capsys)
+    assert f"--predictions.output {output}: " in err
+    assert not (in_tmp / "target.txt").exists() or (in_tmp / "target.txt").read_text() == "keep me"

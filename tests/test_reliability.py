@@ -152,6 +152,23 @@ def test_diverged_run_keeps_the_last_good_checkpoint(data_dir: Path, in_tmp: Pat
     assert _step(kept) == 5 and all(torch.isfinite(t).all() for t in weights(kept).values())
 
 
+def test_a_run_that_diverges_in_its_last_step_ends_non_zero_and_keeps_the_last_good_checkpoint(
+    data_dir: Path, in_tmp: Path, capsys
+) -> None:
+    """The loss of the last step is computed before its update: the update that blows the weights up is found by
+    the validation that follows, before the epoch's checkpoint is written over the good one."""
+    last_step_explodes = [
+        "--model.scheduler=torch.optim.lr_scheduler.MultiStepLR",
+        "--model.scheduler.init_args.milestones=[9]",  # 2 epochs of 5 steps: the rate jumps for step 9 alone
+        "--model.scheduler.init_args.gamma=1e9",
+        "--trainer.max_epochs=2",
+    ]
+    err = fails(fit_args(TINY, data_dir, *last_step_explodes), capsys, max_lines=1)
+    kept = Path("lightning_logs/version_0/checkpoints/last.ckpt")
+    assert "training diverged at step 10: the validation loss is" in err and f"Last good checkpoint: {kept}." in err
+    assert _step(kept) == 5 and all(torch.isfinite(t).all() for t in weights(kept).values())
+
+
 def test_resuming_a_finished_run_says_so(data_dir: Path, in_tmp: Path, capsys) -> None:
     tiny_fit(data_dir)
     capsys.readouterr()

@@ -5,7 +5,13 @@ import asyncio
 import base64
 import io
 import logging
+import os
 import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from mnist_lite import checkpoints, server
+from mnist_lite import checkpoints, images, server
 from mnist_lite.cli import main
 
 from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args
@@ -28,7 +34,7 @@ def model(fitted_checkpoint: Path):
 
 @pytest.fixture(scope="module")
 def client(model, fitted_checkpoint: Path) -> TestClient:
-    return TestClient(server.create_app(model, fitted_checkpoint.name))
+    return TestClient(server.create_app(model, fitted_checkpoint.name), base_url="http://127.0.0.1:8000")
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -116,7 +122,11 @@ REFUSALS = {
     "no body": ({"content": b"", "headers": {"content-type": "application/json"}}, 400, "body is empty"),
     "no content type": ({"content": b"x"}, 415, "content type none"),
     "text": ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
-    "not json": ({"content": b"{", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    "not json": (
+        {"content": b"{", "headers": {"content-type": "application/json"}},
+        400,
+        "the body is not JSON this API reads",
+    ),
     "json without image": ({"json": {"picture": 1}}, 422, "no string field 'image'"),
     "not a data url": ({"json": {"image": "hello"}}, 422, "base64 data URL"),
     "bad base64": ({"json": {"image": "data:image/png;base64,@@@"}}, 422, "not valid base64"),
@@ -138,7 +148,7 @@ def test_bad_requests_get_a_4xx_that_says_why_and_the_server_goes_on(client: Tes
 
 
 def test_a_declared_size_over_the_limit_is_refused_with_413(model) -> None:
-    small = TestClient(server.create_app(model, "x.ckpt", max_upload_bytes=1000))
+    small = TestClient(server.create_app(model, "x.ckpt", max_upload_bytes=1000), base_url="http://127.0.0.1:8000")
     picture = (EXAMPLES / "4_grey_scan_300x220.tiff").read_bytes()
     assert len(picture) > 1000
     answer = small.post("/predict", files={"file": ("big.tiff", picture)})
@@ -168,7 +178,11 @@ def test_an_undeclared_stream_is_cut_off_at_the_limit(model) -> None:
         "raw_path": b"/predict",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"transfer-encoding", b"chunked")],
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            (b"transfer-encoding", b"chunked"),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }
@@ -189,7 +203,7 @@ def test_a_decompression_bomb_is_refused_by_its_pixel_count(client: TestClient) 
 def test_a_server_error_is_logged_with_its_traceback_and_answered_500_without(
     model, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = TestClient(server.create_app(model, "x.ckpt"))
+    client = TestClient(server.create_app(model, "x.ckpt"), base_url="http://127.0.0.1:8000")
 
     def broken(*args, **kwargs):
         raise RuntimeError("the model broke")
@@ -220,3 +234,161 @@ def test_serve_refuses_a_port_in_use_in_one_line(fitted_checkpoint: Path, capsys
 def test_serve_refuses_a_port_out_of_range(fitted_checkpoint: Path, capsys) -> None:
     err = fails(["serve", "--ckpt_path", str(fitted_checkpoint), "--port", "70000"], capsys)
     assert "--port 70000 is not a port" in err
+
+
+# ---- hostile clients: other sites, other names, slow or endless requests, expensive images ----
+
+
+def test_only_loopback_names_ip_addresses_and_allowed_hosts_are_answered(model) -> None:
+    app = server.create_app(model, "x.ckpt", allowed_hosts=["digits.example.org"])
+    for host, status in [
+        ("127.0.0.1:8000", 200),
+        ("localhost:8000", 200),
+        ("[::1]:8000", 200),
+        ("192.168.1.5:8000", 200),  # an address typed in: no page can rebind a name to it
+        ("digits.example.org", 200),
+        ("rebound.example.com:8000", 400),  # a DNS name that now points here
+        ("", 400),
+    ]:
+        answer = TestClient(app).get("/health", headers={"host": host})
+        assert answer.status_code == status, host
+        if status == 400:
+            assert "is not served here" in answer.json()["error"]
+
+
+def test_only_the_servers_own_page_may_post(client: TestClient) -> None:
+    picture = {"file": ("seven.png", (EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())}
+    elsewhere = client.post("/predict", files=picture, headers={"origin": "https://evil.example"})
+    assert elsewhere.status_code == 403 and "only this server's own page may post" in elsewhere.json()["error"]
+    assert client.post("/predict", files=picture, headers={"origin": "http://127.0.0.1:8000"}).status_code == 200
+    assert client.post("/predict", files=picture).status_code == 200  # curl sends no Origin
+
+
+def test_unknown_paths_and_methods_answer_with_an_error_field(client: TestClient) -> None:
+    for answer, status in ((client.get("/nope"), 404), (client.get("/predict"), 405)):
+        assert answer.status_code == status and "error" in answer.json() and "detail" not in answer.json()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"image": ' + b"9" * 5_000 + b"}"],
+    ids=["nested-100000-deep", "integer-of-5000-digits"],
+)
+def test_json_that_costs_too_much_to_read_is_a_400(client: TestClient, body: bytes) -> None:
+    answer = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "the body is not JSON this API reads" in answer.json()["error"]
+
+
+def _scans(count: int) -> bytes:
+    """A JPEG's markers with ``count`` scans (a header, then entropy-coded bytes, each): what its decoder would
+    loop over, once per scan, for the whole image."""
+    sos = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + b"\x12\x34\xff\x00\x56"
+    return b"\xff\xd8" + sos * count + b"\xff\xd9"
+
+
+def test_jpeg_scans_are_counted_from_the_markers() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(
+        buffer, format="JPEG", progressive=True
+    )
+    assert 2 <= images.jpeg_scans(buffer.getvalue()) <= 20  # a progressive JPEG as encoders write them
+    assert images.jpeg_scans(_scans(10)) == 10
+    assert images.jpeg_scans(_scans(100_000)) == images.MAX_JPEG_SCANS + 1  # counting stops early
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(client: TestClient) -> None:
+    answer = client.post("/predict", files={"file": ("scans.jpg", _scans(images.MAX_JPEG_SCANS + 1))})
+    assert answer.status_code == 413 and "scans" in answer.json()["error"]
+
+
+def test_health_answers_while_an_upload_is_being_read(model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images are read in a thread: the event loop goes on answering."""
+    started = threading.Event()
+
+    def slow(*args):
+        started.set()
+        time.sleep(3)
+        return [{"prediction": 0}]
+
+    monkeypatch.setattr(server, "read_digits", slow)
+    with TestClient(server.create_app(model, "x.ckpt"), base_url="http://127.0.0.1:8000") as client:
+        picture = {"file": ("seven.png", (EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())}
+        upload = threading.Thread(target=client.post, args=("/predict",), kwargs={"files": picture})
+        upload.start()
+        assert started.wait(10)
+        begun = time.monotonic()
+        assert client.get("/health").status_code == 200
+        waited = time.monotonic() - begun
+        upload.join()
+    assert waited < 2  # not behind the 3 s upload
+
+
+def test_a_body_that_takes_too_long_is_a_408(model, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "BODY_TIMEOUT_S", 0.5)
+    app, replies = server.create_app(model, "x.ckpt"), []
+
+    async def receive() -> dict:
+        await asyncio.sleep(0.2)  # a byte now and then
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    async def send(message: dict) -> None:
+        replies.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=30))
+    assert replies[0]["status"] == 408
+
+
+@pytest.mark.parametrize("host", ["", "0", "*"])
+def test_serve_refuses_a_host_that_is_no_address(host: str, fitted_checkpoint: Path, capsys) -> None:
+    err = fails(["serve", "--ckpt_path", str(fitted_checkpoint), "--host", host], capsys)
+    assert "is not an address: 127.0.0.1 for this machine, 0.0.0.0 for every network" in err
+
+
+@pytest.mark.slow
+def test_a_connection_that_sends_no_headers_is_closed_and_health_still_answers(fitted_checkpoint: Path) -> None:
+    """300 connections that send nothing or half a header take no one's place, and are closed once late."""
+    env = {**os.environ, "MNIST_LITE_TEST_HEADER_TIMEOUT": "2"}
+    command = [sys.executable, "-c", HEADER_TIMEOUT_SERVE, str(fitted_checkpoint)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = ""
+        while not line.startswith("Serving "):
+            line = process.stdout.readline()
+            assert line, process.stderr.read()
+        host, port = line.split("http://")[1].split("/")[0].split(":")
+        idle = [socket.create_connection((host, int(port))) for _ in range(300)]
+        for i, sock in enumerate(idle):
+            if i % 2:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # half a header
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=10) as reply:
+            assert reply.status == 200
+        time.sleep(3)
+        assert all(sock.recv(1024) == b"" for sock in idle)  # closed by the server after its deadline
+        for sock in idle:
+            sock.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+HEADER_TIMEOUT_SERVE = """
+import os, sys
+from mnist_lite import server
+from mnist_lite.cli import main
+server.HEADER_TIMEOUT_S = float(os.environ["MNIST_LITE_TEST_HEADER_TIMEOUT"])
+main(["serve", "--ckpt_path", sys.argv[1], "--port", "0"])
+"""

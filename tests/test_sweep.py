@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_trial_costs_only_its_trial(base: list[str], in_tmp:
     worker.wait()
     assert _states(in_tmp) == {0: "RUNNING"}  # what a dead process leaves behind
     time.sleep(GRACE_S + 1)  # its heartbeat has stopped: past the grace period it is stale
-    main(_sweep(base, in_tmp, "--trials", "1"))
+    main(_sweep(longer, in_tmp, "--trials", "1"))
     assert _states(in_tmp) == {0: "FAIL", 1: "COMPLETE"}
 
 
@@ -136,6 +136,10 @@ def _write(path: Path, content: object) -> Path:
 SPACES_FIT_REFUSES = {  # well-formed distributions whose values fit's parser refuses
     "unknown key": ({"model.learning_rate": {"low": 0.1, "high": 0.2}}, "model.learning_rate"),
     "wrong type": ({"data.batch_size": {"choices": ["big", 64]}}, "data.batch_size: 'big' is not accepted"),
+    "a float for an int": ({"data.batch_size": {"low": 32, "high": 1.0e20}}, "data.batch_size: 1e+20 is not accepted"),
+    "a batch over the set": ({"data.batch_size": {"low": 32, "high": 10**8}}, "is more than the 55,000 training"),
+    "the seed": ({"seed_everything": {"low": 0, "high": 9}}, "seed_everything is set by --seeds"),
+    "the logger": ({"trainer.logger.init_args.save_dir": {"choices": ["a"]}}, "is set by the sweep"),
 }
 MALFORMED_SPACES = {
     "low above high": ({"model.label_smoothing": {"low": 0.2, "high": 0.1}}, "low (0.2) must be below high (0.1)"),
@@ -188,3 +192,92 @@ def test_short_names_are_unambiguous() -> None:
     space = search_space._short_name
     keys = ["model.optimizer.init_args.lr", "model.scheduler.init_args.lr", "data.batch_size"]
     assert [space(k, keys) for k in keys] == ["optimizer.init_args.lr", "scheduler.init_args.lr", "batch_size"]
+
+
+@pytest.mark.parametrize(
+    ("storage", "expected"),
+    [("sqlite://", "keeps the study in memory"), ("sqlite:///a_file/study.db", "a file is in its way")],
+    ids=["in-memory", "under-a-file"],
+)
+def test_a_storage_that_cannot_keep_the_study_is_one_line(storage, expected, base, in_tmp: Path, capsys) -> None:
+    (in_tmp / "a_file").write_text("")
+    args = _sweep(base, in_tmp, "--trials", "1")
+    args[args.index("--storage") + 1] = storage
+    assert expected in fails(args, capsys, max_lines=1)
+
+
+def test_a_study_takes_no_trial_of_other_configs(base: list[str], in_tmp: Path, capsys) -> None:
+    main(_sweep(base, in_tmp, "--trials", "1"))
+    capsys.readouterr()
+    other = [*base, "--config", str(_write(in_tmp / "other.yaml", {"model": {"label_smoothing": 0.2}}))]
+    err = fails(_sweep(other, in_tmp, "--trials", "1"), capsys, max_lines=1)
+    assert "study 'cpu' in sqlite:///" in err and f"was made with --config {CPU}" in err
+    assert "Start a new study with --study NAME" in err
+    assert len(_study(in_tmp).trials) == 1
+    err = fails(_sweep(base, in_tmp, "--trials", "1", "--seeds", "0", "1"), capsys, max_lines=1)
+    assert "these configs, seeds or space differ" in err
+
+
+def test_by_default_a_sweep_writes_under_lightning_logs_not_over_a_record(base, in_tmp: Path, capsys) -> None:
+    args = _sweep(
+        base, in_tmp, "--trials", "1", "--config", str(_write(in_tmp / "off.yaml", {"trainer": {"logger": False}}))
+    )
+    del args[args.index("--output") : args.index("--output") + 2]
+    main(args)  # the configs' `logger: false` is no obstacle: a trial logs into the sweep's folder
+    written = in_tmp / "lightning_logs" / "sweeps" / "cpu"
+    assert (written / "trials.csv").is_file() and (written / "best.yaml").is_file()
+    assert not (in_tmp / "sweeps").exists()
+    with open(written / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["model.scheduler.init_args.anneal_strategy"] in ("linear", "cos")  # as the config takes it
+    assert rows[0]["model.optimizer.init_args.betas"].startswith("[")
+    best = (written / "best.yaml").read_text()
+    assert "seed_everything: 0" in best and "mean val_acc" in best.splitlines()[0]
+
+
+def _overlaps(boxes: list) -> list:
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
+
+
+def test_the_parallel_coordinates_plot_is_legible() -> None:
+    """Every label clear of the others, and every trial drawn in a colour that stands out from the background."""
+    import matplotlib.colors
+
+    study = optuna.create_study(direction="maximize")
+    for trial in range(8):
+        study.enqueue_trial(
+            {
+                "max_lr": 0.005 * 2**trial,
+                "anneal_strategy": ["linear", "cos"][trial % 2],
+                "label_smoothing": 0.01 * trial,
+            }
+        )
+        t = study.ask(
+            {
+                "max_lr": optuna.distributions.FloatDistribution(0.001, 1, log=True),
+                "anneal_strategy": optuna.distributions.CategoricalDistribution(["linear", "cos"]),
+                "label_smoothing": optuna.distributions.FloatDistribution(0, 0.2),
+            }
+        )
+        study.tell(t, 0.95 + 0.005 * trial)
+    figure = sweep_module.plots(optuna, study)["parallel_coordinates.png"]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    shown = [(ax.xaxis, ax.get_xticklabels()) for ax in figure.axes] + [
+        (ax.yaxis, ax.get_yticklabels()) for ax in figure.axes
+    ]
+    texts = [t for axis, labels in shown if axis.get_visible() for t in labels if t.get_text() and t.get_visible()]
+    assert len(texts) > 10
+    assert not _overlaps([t.get_window_extent(renderer).expanded(1.02, 1.02) for t in texts])
+
+    def luminance(colour) -> float:
+        r, g, b = (
+            c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in matplotlib.colors.to_rgb(colour)
+        )
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    background = luminance(figure.axes[0].get_facecolor())
+    (lines,) = figure.axes[0].collections
+    for colour in lines.get_colors():
+        bright, dark = sorted((luminance(colour), background), reverse=True)
+        assert (bright + 0.05) / (dark + 0.05) >= 3  # WCAG's contrast for graphics

@@ -1,41 +1,42 @@
-"""Checkpoints are data: nothing named inside one is imported, called or built unless it is on the allow-list;
-configs are bounded; hostile and broken checkpoints are refused in one line at every entry point."""
+"""Checkpoints are data: nothing named inside one is imported, called or built unless it is on the allow-list, and
+what one can cost is bounded before it is paid. The hostile variants go through the checkpoint checks themselves;
+then one whole command per entry point shows the same refusal in one line, with nothing written."""
 
+import io
 import math
 import os
+import pickle
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from mnist_lite import checkpoints
+from mnist_lite.cli import main
+from mnist_lite.errors import UserError
 from mnist_lite.network import CompactCNN
 
-from helpers import EXAMPLES, fails, run_cli
+from helpers import EXAMPLES, TINY, fails, run_cli, tiny_fit
 from trojan import MARKER_ENV
 
-# Each command that reads a checkpoint, ending with the option that names it.
-ENTRY_POINTS = {
-    "validate": ["validate", "--ckpt_path"],
-    "test": ["test", "--ckpt_path"],
-    "predict": ["predict", "--data.predict_path", str(EXAMPLES), "--ckpt_path"],
-    "fit": ["fit", "--trainer.max_epochs=2", "--ckpt_path"],
-    "export": ["export", "--format", "onnx", "--output", "model.onnx", "--ckpt_path"],
-    "teacher": ["fit", "--model.teacher"],
-}
+
+@pytest.fixture(scope="module")
+def good(tiny_run: Path) -> dict:
+    return torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-def _run_entry(entry: str, path: Path, data_dir: Path, capsys) -> str:
-    args = [*ENTRY_POINTS[entry], str(path)]
-    if entry != "export":
-        args.append(f"--data.data_dir={data_dir}")
-    return fails(args, capsys, max_lines=1)
+def _save(checkpoint: dict, path: Path) -> Path:
+    torch.save(checkpoint, path)
+    return path
 
 
-def _nothing_written(folder: Path) -> bool:
-    return not (folder / "model.onnx").exists() and not (folder / "lightning_logs").exists()
+def _load(path: Path) -> None:
+    """What every entry point does with a checkpoint before using it."""
+    checkpoints.load_model(path)
 
 
 # ---- hyperparameters that name code: every way jsonargparse or Lightning would resolve one ----
@@ -60,70 +61,18 @@ def _code_naming_hparams(marker: Path) -> dict[str, dict]:
     }
 
 
-HOSTILE = list(_code_naming_hparams(Path("m")))
-
-
-@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-@pytest.mark.parametrize("variant", HOSTILE)
-def test_hyperparameters_naming_code_are_refused_everywhere(
-    variant: str, entry: str, tiny_run: Path, data_dir: Path, in_tmp: Path, capsys, monkeypatch
-) -> None:
-    marker = in_tmp / "marker"
+@pytest.mark.parametrize("variant", list(_code_naming_hparams(Path("m"))))
+def test_hyperparameters_naming_code_are_refused(variant: str, good: dict, tmp_path: Path, monkeypatch) -> None:
+    marker = tmp_path / "marker"
     monkeypatch.setenv(MARKER_ENV, str(marker))
-    sys.modules.pop("trojan", None)  # so that an import by the CLI would run the module again
-    checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
-    checkpoint["hyper_parameters"].update(_code_naming_hparams(marker)[variant])
-    path = in_tmp / "hostile.ckpt"
-    torch.save(checkpoint, path)
-    err = _run_entry(entry, path, data_dir, capsys)
-    assert "refusing" in err and "hyperparameter" in err
-    assert not marker.exists()
-    assert "trojan" not in sys.modules
-    assert _nothing_written(in_tmp)
+    sys.modules.pop("trojan", None)  # so that an import would run the module again
+    good = {**good, "hyper_parameters": {**good["hyper_parameters"], **_code_naming_hparams(marker)[variant]}}
+    with pytest.raises(UserError, match=r"refusing .*: hyperparameter"):
+        _load(_save(good, tmp_path / "hostile.ckpt"))
+    assert not marker.exists() and "trojan" not in sys.modules
 
 
-def test_the_users_own_config_may_name_its_network(tiny_run: Path, data_dir: Path, in_tmp: Path, capsys) -> None:
-    """A class the user names is the user's code: the same class in the checkpoint is then accepted."""
-    checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
-    checkpoint["hyper_parameters"]["net"] = {"class_path": "trojan.AlwaysThree", "init_args": {}}
-    torch.save(checkpoint, in_tmp / "own.ckpt")
-    from mnist_lite.cli import main
-
-    main(
-        [
-            "test",
-            "--ckpt_path",
-            "own.ckpt",
-            "--model.net=trojan.AlwaysThree",
-            f"--data.data_dir={data_dir}",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
-    assert "test_acc" in capsys.readouterr().out
-
-
-def test_described_shapes_are_checked_before_anything_is_allocated(tiny_run: Path, in_tmp: Path) -> None:
-    checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
-    # 392 x 3,000,000 floats: 4.7 GB, were the network built before its shapes were compared.
-    checkpoint["hyper_parameters"]["net"] = {
-        "class_path": "mnist_lite.network.CompactCNN",
-        "init_args": {"hidden": 3_000_000},
-    }
-    torch.save(checkpoint, in_tmp / "big.ckpt")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_lite", "test", "--ckpt_path", "big.ckpt"],
-        cwd=in_tmp,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    err = process.stderr.read()
-    assert os.waitstatus_to_exitcode(status) == 1
-    assert "does not match the network it describes" in err and "net.fc1.weight (32, 392) vs (3000000, 392)" in err
-    assert usage.ru_maxrss < 3 * 2**20  # kB: torch itself takes about 1 GB
-
-
-# ---- broken checkpoints: the same entry points, one line each ----
+# ---- files that are not what they claim, and what each would cost ----
 
 
 class _WritesMarker:
@@ -136,36 +85,241 @@ class _WritesMarker:
         return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
 
 
-def _broken_checkpoint(kind: str, good: Path, folder: Path) -> tuple[Path, str]:
+def _rezip(data: bytes, path: Path, pickle_bytes: bytes | None = None, compress: bool = False) -> Path:
+    """The archive of ``data`` again, its data.pkl replaced or every entry deflated."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            content = pickle_bytes if pickle_bytes is not None and info.filename.endswith("data.pkl") else None
+            target.writestr(info.filename, content if content is not None else source.read(info))
+    return path
+
+
+def _bytes(checkpoint: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
+
+
+def _list_bomb() -> list:
+    x: list = [0]
+    for _ in range(9):
+        x = [x] * 10  # a billion leaves, shared: a few hundred bytes pickled
+    return x
+
+
+def _hostile(kind: str, good: dict, folder: Path) -> tuple[Path, str]:
+    """A hostile or broken checkpoint of each kind, and what its refusal says."""
     path = folder / f"{kind}.ckpt"
-    checkpoint = torch.load(good, weights_only=True)
-    if kind == "pickle":
-        checkpoint["payload"] = _WritesMarker(folder / "marker")
-        torch.save(checkpoint, path)
-        return path, "which is not a tensor or a container of them"
+    state = dict(good["state_dict"])
+    if kind == "pickle-runs-code":
+        return _save({**good, "payload": _WritesMarker(folder / "marker")}, path), "which is not a tensor"
+    if kind == "device-mesh":  # Lightning adds it to torch's own weights-only allow-list; torch.load would listen
+        mesh = b"\x80\x02ctorch.distributed.device_mesh\nDeviceMesh\nq\x00)\x81q\x01."
+        return _rezip(_bytes(good), path, mesh), "'torch.distributed.device_mesh.DeviceMesh', which is not a tensor"
+    if kind == "stack-global":
+        computed = pickle.dumps(print, protocol=4)  # STACK_GLOBAL of builtins.print
+        return _rezip(_bytes(good), path, computed), "names 'builtins.print'"
+    if kind == "deflate-bomb":
+        return _rezip(_bytes(good), path, compress=True), "is compressed; torch.save stores them"
     if kind == "truncated":
-        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-        return path, "is not a checkpoint: not a PyTorch zip archive"
+        data = _bytes(good)
+        path.write_bytes(data[: len(data) // 2])
+        return path, "not a PyTorch zip archive"
     if kind == "empty":
         path.write_bytes(b"")
         return path, "is empty (0 bytes)"
-    if kind == "other_channels":
-        checkpoint["state_dict"] = {f"net.{k}": v for k, v in CompactCNN(channels=(6, 12)).state_dict().items()}
-        torch.save(checkpoint, path)
-        return path, "net.conv1.weight (6, 1, 3, 3) vs (4, 1, 3, 3)"
-    checkpoint["state_dict"]["net.fc1.weight"][0, 0] = math.nan
-    torch.save(checkpoint, path)
-    return path, "non-finite weights (NaN or inf in net.fc1.weight)"
+    if kind == "text":
+        path.write_text("# mnist-lite\n")
+        return path, "not a PyTorch zip archive (truncated, corrupt, or another kind of file)"
+    if kind == "expand-bomb":  # 2**31 floats that share one: 8 GB once anything touches them
+        state["net.fc1.weight"] = torch.zeros(1).expand(2**31)
+        return _save({**good, "state_dict": state}, path), "net.fc1.weight is of 2,147,483,648 elements"
+    if kind == "complex-nan":
+        state["net.fc1.weight"] = torch.full((32, 392), complex(math.nan, 0))
+        return _save({**good, "state_dict": state}, path), "'torch.ComplexFloatStorage', which is not a tensor"
+    if kind == "float8":
+        state["net.fc1.weight"] = torch.zeros(32, 392, dtype=torch.float8_e4m3fn)
+        return _save({**good, "state_dict": state}, path), "which is not a tensor or a container of them"
+    if kind == "sparse":
+        state["net.fc1.weight"] = torch.zeros(32, 392).to_sparse()
+        return _save({**good, "state_dict": state}, path), "which is not a tensor or a container of them"
+    if kind == "negative-variance":
+        state["net.bn1.running_var"] = -torch.ones(4)
+        return _save({**good, "state_dict": state}, path), "net.bn1.running_var holds negative variances"
+    if kind == "nan":
+        state["net.fc1.weight"] = state["net.fc1.weight"].clone()
+        state["net.fc1.weight"][0, 0] = math.nan
+        return _save({**good, "state_dict": state}, path), "non-finite weights (NaN or inf in net.fc1.weight)"
+    if kind == "other-channels":
+        state = {f"net.{k}": v for k, v in CompactCNN(channels=(6, 12)).state_dict().items()}
+        return _save({**good, "state_dict": state}, path), "net.conv1.weight (6, 1, 3, 3) vs (4, 1, 3, 3)"
+    if kind == "huge-network":  # 392 x 3e9 floats, were the network built before its shapes were compared
+        hparams = {**good["hyper_parameters"], "net": {"class_path": "mnist_lite.network.CompactCNN"}}
+        hparams["net"]["init_args"] = {"hidden": 3_000_000_000}
+        return _save({**good, "hyper_parameters": hparams}, path), "net.fc1.weight (32, 392) vs (3000000000, 392)"
+    if kind == "list-bomb-hparams":
+        hparams = {**good["hyper_parameters"], "label_smoothing": _list_bomb()}
+        return _save({**good, "hyper_parameters": hparams}, path), "more than 200,000 values"
+    if kind == "rng-state":
+        return _save({**good, "torch_rng_state": torch.zeros(3)}, path), "torch_rng_state is not a random generator"
+    if kind == "lightning-version":
+        return _save({**good, "pytorch-lightning_version": "x" * 10_000}, path), "is not a version"
+    if kind == "lr-schedulers":
+        return _save({**good, "lr_schedulers": "every step"}, path), "lr_schedulers = 'every step' is not a list"
+    if kind == "negative-step":
+        return _save({**good, "global_step": -5}, path), "global_step = -5 is negative"
+    raise ValueError(kind)
+
+
+KINDS = [
+    "pickle-runs-code",
+    "device-mesh",
+    "stack-global",
+    "deflate-bomb",
+    "truncated",
+    "empty",
+    "text",
+    "expand-bomb",
+    "complex-nan",
+    "float8",
+    "sparse",
+    "negative-variance",
+    "nan",
+    "other-channels",
+    "huge-network",
+    "list-bomb-hparams",
+    "rng-state",
+    "lightning-version",
+    "lr-schedulers",
+    "negative-step",
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_hostile_or_broken_checkpoint_is_refused_in_one_line(kind: str, good: dict, tmp_path: Path) -> None:
+    path, expected = _hostile(kind, good, tmp_path)
+    start = time.monotonic()
+    with pytest.raises(UserError) as refused:
+        _load(path)
+    message = str(refused.value)
+    assert expected in message and "\n" not in message and len(message) < 600
+    assert time.monotonic() - start < 5
+    assert not (tmp_path / "marker").exists()
+
+
+COST = """
+import resource, sys
+from mnist_lite import checkpoints
+from mnist_lite.errors import UserError
+checkpoints.load_model(sys.argv[1])  # a good one: the baseline of torch and a model
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for path in sys.argv[2:]:
+    try:
+        checkpoints.load_model(path)
+    except UserError:
+        pass
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_every_hostile_checkpoint_together_costs_little_memory(good: dict, tiny_run: Path, tmp_path: Path) -> None:
+    paths = [str(_hostile(kind, good, tmp_path)[0]) for kind in KINDS]
+    done = subprocess.run(
+        [sys.executable, "-c", COST, str(tiny_run / "checkpoints" / "last.ckpt"), *paths],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 200  # MB above loading a good checkpoint; the bombs would take GBs
+
+
+def test_special_files_are_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.ckpt"
+    os.mkfifo(fifo)
+    for path, expected in ((fifo, "is a FIFO"), (Path("/dev/zero"), "is a device"), (tmp_path, "is a folder")):
+        with pytest.raises(UserError, match=expected):
+            checkpoints.read(path)
+
+
+# ---- one whole command per entry point: the same refusal, in one line, with nothing written ----
+
+ENTRY_POINTS = {
+    "validate": ["validate", "--ckpt_path"],
+    "test": ["test", "--ckpt_path"],
+    "predict": ["predict", "--data.predict_path", str(EXAMPLES), "--ckpt_path"],
+    "fit": ["fit", "--trainer.max_epochs=2", "--ckpt_path"],
+    "export": ["export", "--format", "onnx", "--output", "model.onnx", "--ckpt_path"],
+    "serve": ["serve", "--port", "0", "--ckpt_path"],
+    "teacher": ["fit", "--model.teacher"],
+}
 
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-@pytest.mark.parametrize("kind", ["pickle", "truncated", "empty", "other_channels", "nan"])
-def test_broken_checkpoint_is_refused_everywhere(kind, entry, tiny_run, data_dir, in_tmp: Path, capsys) -> None:
-    path, expected = _broken_checkpoint(kind, tiny_run / "checkpoints" / "last.ckpt", in_tmp)
-    err = _run_entry(entry, path, data_dir, capsys)
-    assert expected in err
-    assert not (in_tmp / "marker").exists()
-    assert _nothing_written(in_tmp)
+def test_every_entry_point_refuses_in_one_line_and_writes_nothing(
+    entry: str, good: dict, data_dir: Path, in_tmp: Path, capsys, monkeypatch
+) -> None:
+    marker = in_tmp / "marker"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    hparams = {**good["hyper_parameters"], **_code_naming_hparams(marker)["optimizer-class_path"]}
+    path = _save({**good, "hyper_parameters": hparams}, in_tmp / "hostile.ckpt")
+    args = [*ENTRY_POINTS[entry], str(path)]
+    if entry not in ("export", "serve"):
+        args.append(f"--data.data_dir={data_dir}")
+    err = fails(args, capsys, max_lines=1)
+    assert "refusing" in err and "hyperparameter optimizer.class_path = 'os.system'" in err
+    assert not marker.exists()
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["hostile.ckpt"]
+
+
+def test_resuming_from_a_training_state_of_another_layout_is_one_line(
+    good: dict, data_dir: Path, in_tmp: Path, capsys
+) -> None:
+    loops = {**good["loops"], "fit_loop": {"state_dict": {}, "epoch_progress": "three"}}
+    path = _save({**good, "loops": loops}, in_tmp / "odd.ckpt")
+    err = fails(["fit", "--config", str(TINY), "--ckpt_path", str(path), f"--data.data_dir={data_dir}"], capsys)
+    assert "refusing" in err and "loops.fit_loop" in err and "it cannot resume this run" in err
+
+
+def test_a_bare_file_name_is_a_teacher_not_an_import_path(data_dir: Path, in_tmp: Path, tiny_run: Path, capsys) -> None:
+    (in_tmp / "teacher.ckpt").write_bytes((tiny_run / "checkpoints" / "last.ckpt").read_bytes())
+    student = tiny_fit(data_dir, "--model.teacher=teacher.ckpt")
+    main(
+        [
+            "test",
+            "--config",
+            str(TINY),
+            "--ckpt_path",
+            str(student / "checkpoints" / "last.ckpt"),
+            f"--data.data_dir={data_dir}",
+        ]
+    )
+    assert "test_acc" in capsys.readouterr().out
+
+
+def test_the_users_own_config_may_name_its_network(good: dict, data_dir: Path, in_tmp: Path, capsys) -> None:
+    """A class the user names is the user's code: the same class in the checkpoint is then accepted."""
+    hparams = {**good["hyper_parameters"], "net": {"class_path": "trojan.AlwaysThree", "init_args": {}}}
+    _save({**good, "hyper_parameters": hparams}, in_tmp / "own.ckpt")
+    main(["test", "--ckpt_path", "own.ckpt", "--model.net=trojan.AlwaysThree", f"--data.data_dir={data_dir}"])
+    assert "test_acc" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_network_too_large_to_build_costs_nothing_as_a_program(good: dict, in_tmp: Path) -> None:
+    path, _ = _hostile("huge-network", good, in_tmp)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_lite", "test", "--ckpt_path", str(path)],
+        cwd=in_tmp,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    err = process.stderr.read()
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert "does not match the network it describes" in err
+    assert usage.ru_maxrss < 3 * 2**20  # kB: torch itself takes about 1 GB
 
 
 # ---- configs: trusted code, but bounded in what they cost ----
@@ -198,15 +352,22 @@ def test_config_may_not_name_a_denied_import_path(in_tmp: Path, capsys) -> None:
     assert not (in_tmp / "marker").exists()
 
 
-# ---- the subprocess path: the same refusal when run as a program ----
+@pytest.mark.parametrize("option", ["--config", "--trainer"])
+def test_a_config_that_is_a_fifo_is_refused_without_waiting(option: str, in_tmp: Path, capsys) -> None:
+    os.mkfifo(in_tmp / "config.yaml")
+    err = fails(["fit", option, "config.yaml"], capsys)
+    assert f"{option} config.yaml: config.yaml is a FIFO, not a regular file" in err
 
 
-def test_refusal_as_a_program(tiny_run: Path, in_tmp: Path) -> None:
-    checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
-    checkpoint["hyper_parameters"]["optimizer"] = {"class_path": "os.system", "init_args": {"command": "touch marker"}}
-    torch.save(checkpoint, in_tmp / "hostile.ckpt")
+@pytest.mark.slow
+def test_refusal_as_a_program(good: dict, in_tmp: Path) -> None:
+    hparams = {
+        **good["hyper_parameters"],
+        "optimizer": {"class_path": "os.system", "init_args": {"command": "touch m"}},
+    }
+    _save({**good, "hyper_parameters": hparams}, in_tmp / "hostile.ckpt")
     result = run_cli(in_tmp, "test", "--ckpt_path", "hostile.ckpt")
-    assert result.returncode == 1 and not (in_tmp / "marker").exists()
+    assert result.returncode == 1 and not (in_tmp / "m").exists()
     assert result.stderr.strip().splitlines()[-1] == (
         "mnist-lite: error: refusing hostile.ckpt: hyperparameter optimizer.class_path = 'os.system' is not on the "
         "allow-list and not named by your config."

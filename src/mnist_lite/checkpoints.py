@@ -113,13 +113,14 @@ def _read_file(path: Path) -> bytes:
 
 def _check_archive(data: bytes, path: Path) -> None:
     """The zip directory (bounded, uncompressed) and the pickle's globals, before torch.load reads anything."""
+    not_an_archive = UserError(
+        f"{path} is not a checkpoint: not a PyTorch zip archive (truncated, corrupt, or another kind of file)."
+    )
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError):
-        raise UserError(
-            f"{path} is not a checkpoint: not a PyTorch zip archive (truncated, corrupt, or another kind of file)."
-        ) from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        raise not_an_archive from None
     if len(entries) > MAX_ENTRIES:
         raise UserError(f"refusing {path}: {len(entries):,} archive entries, more than the {MAX_ENTRIES:,} accepted.")
     for entry in entries:
@@ -128,7 +129,11 @@ def _check_archive(data: bytes, path: Path) -> None:
     pickles = [e for e in entries if e.filename.endswith("/data.pkl") or e.filename == "data.pkl"]
     if len(pickles) != 1:
         raise UserError(f"{path} is not a checkpoint: a PyTorch archive holds one data.pkl, this one {len(pickles)}.")
-    for name in _globals(archive.read(pickles[0]), path):
+    try:
+        pickle = archive.read(pickles[0])
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):  # a stored entry's bytes are read and CRC-checked
+        raise not_an_archive from None
+    for name in _globals(pickle, path):
         if name not in GLOBALS:
             raise UserError(f"refusing {path}: it names {shown(name)}, which is not a tensor or a container of them.")
 
@@ -220,7 +225,8 @@ def _tensors(value: Any, path: Path) -> Iterator[tuple[str, torch.Tensor]]:
         if isinstance(item, torch.Tensor):
             yield where, item
         elif isinstance(item, dict):
-            stack.extend((f"{where}.{shown(k)}" if where else str(k), v) for k, v in item.items())
+            keys = ((k if isinstance(k, str) and len(k) <= 80 else shown(k), v) for k, v in item.items())
+            stack.extend((f"{where}.{k}" if where else k, v) for k, v in keys)
         elif isinstance(item, list | tuple):
             stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
 
@@ -237,7 +243,7 @@ def _check_tensor(where: str, t: torch.Tensor, path: Path) -> None:
     elif not t.is_contiguous():
         problem = f"a view of shape {tuple(t.shape)} and strides {t.stride()}, not a plain tensor"
     if problem:
-        raise UserError(f"refusing {path}: tensor {shown(where)} is {problem}.")
+        raise UserError(f"refusing {path}: tensor {where[:200]} is {problem}.")
 
 
 def allowed_hyperparameters(

@@ -111,6 +111,11 @@ class MNISTDataModule(LightningDataModule):
         super().__init__()
         if val_size >= TRAIN_SIZE:
             raise UserError(f"data.val_size={val_size} leaves no training images: it must be below {TRAIN_SIZE}.")
+        if batch_size > TRAIN_SIZE - val_size:
+            training = TRAIN_SIZE - val_size
+            raise UserError(
+                f"data.batch_size={batch_size} is more than the {training:,} training images: choose fewer."
+            )
         self.save_hyperparameters()
         self.augment = TrainingAugmentation(augment) if augment else None
         self.splits: dict[str, Dataset] = {}

@@ -54,6 +54,8 @@ def concise(message: str) -> str:
     if problem:
         reason, class_path = problem.groups()
         option = re.fullmatch(r"Option '(\w+)' is not accepted", reason)
+        if option and class_path == "typing.Union":  # init_args given, but no class chosen to take them
+            return f"{prefix}{option.group(1)!r} is given, but no class is chosen: name one with class_path first."
         if option:
             return f"{prefix}{option.group(1)!r} is not a parameter of {class_path}; init_args take its parameters."
         return f"{prefix}{reason}."

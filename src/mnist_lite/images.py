@@ -6,9 +6,11 @@ naive resize does not (on handwriting from outside MNIST: about 90% against 34% 
 """
 
 import bisect
+import io
+import math
+import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,14 +19,19 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from mnist_lite import files
 from mnist_lite.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 ARRAY_SUFFIXES = {".npy"}
 IDX_SUFFIXES = {".idx", ".idx3", ".ubyte"}
 # Bounds on what one file may cost. A decoded image over MAX_PIXELS is refused before decoding (PIL's own bomb
-# check starts at 89M pixels, gigabytes once converted); larger ones than WORKING_SIDE are box-reduced first.
+# check starts at 89M pixels, gigabytes once converted); larger ones than WORKING_SIDE are box-reduced first. A
+# progressive JPEG decodes its whole image once per scan, so one of many scans (a few hundred bytes each) can cost
+# minutes: the scans are counted before decoding (encoders write about 10).
 MAX_PIXELS = 4096 * 4096
+MAX_PICTURE_BYTES = 64 * 1024 * 1024
+MAX_JPEG_SCANS = 64
 WORKING_SIDE = 1024
 # The decoders PIL may use: the formats people save digits in. Its dozens of others are attack surface unused here.
 PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
@@ -58,26 +65,49 @@ def idx_shape(path: Path) -> tuple[int, int, int]:
     Written here rather than taken from torchvision, whose reader loads the whole file for every image asked for
     and believes whatever count the header claims.
     """
-    with open(path, "rb") as f:
-        header = f.read(16)
+    with files.open_for_reading(path) as f:
+        header, size = f.read(16), os.fstat(f.fileno()).st_size
     if len(header) < 16 or header[:3] != b"\x00\x00\x08" or header[3] != 3:
         raise ValueError("not an IDX file of uint8 images (N, H, W)")
     n, h, w = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
-    if h * w > MAX_PIXELS:
-        raise ValueError(f"IDX images of {h}x{w} pixels, more than the {MAX_PIXELS:,} accepted")
-    if path.stat().st_size != 16 + n * h * w:
-        raise ValueError(f"IDX header claims {n} images of {h}x{w}, but the file holds {path.stat().st_size:,} bytes")
+    if not 0 < h * w <= MAX_PIXELS:
+        raise ValueError(f"IDX images of {h}x{w} pixels: from 1 to {MAX_PIXELS:,} are accepted")
+    if size != 16 + n * h * w:
+        raise ValueError(f"IDX header claims {n} images of {h}x{w}, but the file holds {size:,} bytes")
     return n, h, w
+
+
+def npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """A .npy file's shape, dtype and data offset, from its header, checked against the file's size: numbers in C
+    order, (N, 28, 28) or (28, 28). Read here rather than with np.load, which maps a path (not a file already
+    opened and checked) and believes the header."""
+    with files.open_for_reading(path) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"format version {version} is not read here")
+            shape, fortran, dtype = read_header[version](f)
+        except (ValueError, SyntaxError, TypeError) as e:
+            raise ValueError(f"not a .npy array ({e})") from None
+        offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    if dtype.kind not in "biuf" or dtype.hasobject or fortran:
+        raise ValueError(f"array of dtype {dtype}{' in Fortran order' if fortran else ''}: numbers in C order are read")
+    if len(shape) not in (2, 3) or tuple(shape[-2:]) != (28, 28):
+        raise ValueError(f"array of shape {tuple(shape)}, expected (N, 28, 28) or (28, 28)")
+    if size != offset + math.prod(shape) * dtype.itemsize:
+        raise ValueError(f"array header claims shape {tuple(shape)}, but the file holds {size:,} bytes")
+    return tuple(shape), dtype, offset
 
 
 def count_images(path: Path) -> int:
     """How many images a file holds, from its header alone (1 for image files and unreadable ones)."""
     try:
         if path.suffix.lower() in ARRAY_SUFFIXES:
-            shape = np.load(path, mmap_mode="r").shape
-            return shape[0] if len(shape) == 3 and shape[1:] == (28, 28) else 1
+            shape = npy_shape(path)[0]
+            return shape[0] if len(shape) == 3 else 1
         if _is_idx(path):
-            return idx_shape(path)[0]
+            return idx_shape(path)[0] or 1
     except (OSError, ValueError):
         pass  # read_image reports the problem for this file
     return 1
@@ -88,33 +118,68 @@ def read_image(path: Path, index: int | None) -> Tensor:
     suffix = path.suffix.lower()
     try:
         if suffix in ARRAY_SUFFIXES:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            if array.ndim not in (2, 3) or array.shape[-2:] != (28, 28):
-                raise ValueError(f"array of shape {array.shape}, expected (N, 28, 28) or (28, 28)")
-            image = torch.from_numpy(np.array(array[index] if array.ndim == 3 else array, dtype=np.float32))
-            return image / 255 if image.max() > 1 else image
+            _, dtype, offset = npy_shape(path)
+            pixels = _read_at(path, offset + (index or 0) * 28 * 28 * dtype.itemsize, 28 * 28 * dtype.itemsize)
+            image = torch.from_numpy(np.frombuffer(pixels, dtype=dtype).astype(np.float32).reshape(28, 28))
+            if not torch.isfinite(image).all():
+                raise ValueError("pixels that are not finite (NaN or inf)")
+            return image / 255 if image.max() > 1 else image.clamp(min=0)
         if _is_idx(path):
             _, h, w = idx_shape(path)
-            with open(path, "rb") as f:  # one image: seek to it, read its bytes
-                f.seek(16 + (index or 0) * h * w)
-                pixels = np.frombuffer(f.read(h * w), dtype=np.uint8).reshape(h, w)
-            return torch.from_numpy(pixels.astype(np.float32) / 255)
+            pixels = _read_at(path, 16 + (index or 0) * h * w, h * w)  # one image: seek to it, read its bytes
+            return torch.from_numpy(np.frombuffer(pixels, dtype=np.uint8).reshape(h, w).astype(np.float32) / 255)
         if suffix in IMAGE_SUFFIXES:
-            return decode_picture(path)
+            return decode_picture(files.read_bytes(path, MAX_PICTURE_BYTES))
         raise ValueError(f"not a supported file type ({', '.join(sorted(IMAGE_SUFFIXES | ARRAY_SUFFIXES))} or IDX)")
     except (OSError, RuntimeError, IndexError, EOFError) as e:
         raise ValueError(f"unreadable: {e}".strip()) from None
 
 
-def decode_picture(source: Path | BinaryIO) -> Tensor:
-    """A PNG, JPEG, BMP or TIFF file or upload as greyscale floats in [0, 1] (H, W). One with more than MAX_PIXELS
-    is refused from its header (``TooManyPixels``); anything else unreadable is a ``ValueError`` saying why."""
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with files.open_for_reading(path) as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise ValueError("unreadable: the file ends early")
+    return data
+
+
+def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
+    """How many scans a JPEG holds (counting stops past ``stop_after``), from its markers: no pixel is decoded."""
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    position, scans = 2, 0
+    while scans <= stop_after:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 3 >= len(data):
+            break
+        marker = data[position + 1]
+        if marker in (0x00, 0xFF, 0x01) or 0xD0 <= marker <= 0xD7:  # stuffing, fill, TEM, restart: no length
+            position += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        scans += marker == 0xDA
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")  # then entropy-coded data
+    return scans
+
+
+def decode_picture(data: bytes) -> Tensor:
+    """A PNG, JPEG, BMP or TIFF file's bytes as greyscale floats in [0, 1] (H, W). One with more than MAX_PIXELS, or
+    a JPEG of more than MAX_JPEG_SCANS scans, is refused before decoding (``TooManyPixels``); anything else
+    unreadable is a ``ValueError`` saying why."""
+    if (scans := jpeg_scans(data)) > MAX_JPEG_SCANS:
+        raise TooManyPixels(f"a JPEG of more than {MAX_JPEG_SCANS} scans, each a decode of the whole image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below
-            with Image.open(source, formats=PICTURE_FORMATS) as img:
+            # PIL's TIFF reader warns of each broken tag it skips: the image is read, or its row says why not.
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
+            with Image.open(io.BytesIO(data), formats=PICTURE_FORMATS) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise TooManyPixels(f"{img.width}x{img.height} pixels, more than the {MAX_PIXELS:,} accepted")
+                if img.format == "JPEG" and scans:
+                    img.draft("L", (WORKING_SIDE, WORKING_SIDE))  # the decoder scales down by up to 8 as it goes
                 factor = -(-max(img.size) // WORKING_SIDE)
                 return _grey(img.reduce(factor) if factor > 1 else img)
     except Image.DecompressionBombError as e:  # PIL's own limit, far above ours, is met first
@@ -123,12 +188,22 @@ def decode_picture(source: Path | BinaryIO) -> Tensor:
         raise ValueError(
             f"unreadable: not a {', '.join(PICTURE_FORMATS[:-1])} or {PICTURE_FORMATS[-1]} image"
         ) from None
-    except (OSError, RuntimeError, IndexError, EOFError, SyntaxError) as e:
-        raise ValueError(f"unreadable: {e}".strip()) from None
+    except (TooManyPixels, ValueError):
+        raise
+    except Exception as e:  # PIL's parsers raise OSError, SyntaxError, TypeError, struct.error, ... on bad files
+        raise ValueError(f"unreadable: {e or type(e).__name__}".strip()) from None
 
 
 def _grey(img: Image.Image) -> Tensor:
     """Greyscale in [0, 1]; transparent pixels take the colour that contrasts with the ink."""
+    if img.mode.startswith("I;16"):  # 16-bit greyscale: convert("L") would clip it to white
+        img = img.convert("I")
+    if img.mode in ("I", "F"):
+        array = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError("pixels that are not finite (NaN or inf)")
+        peak = 65535.0 if array.max() > 255 else 255.0 if array.max() > 1 else 1.0
+        return torch.from_numpy(np.clip(array / peak, 0, 1))
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         img = img.convert("RGBA")
         if np.asarray(img.getchannel("A")).min() < 255:  # some transparency (a canvas's PNG has none)

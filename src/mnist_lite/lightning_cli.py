@@ -6,6 +6,7 @@ Extended only where LightningCLI documents it (``add_arguments_to_parser``, ``be
 """
 
 import argparse
+import itertools
 import re
 import shlex
 import shutil
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lite import __version__, checkpoints, config_limits, quiet, runs
+from mnist_lite import __version__, checkpoints, config_limits, files, quiet, runs
 from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport
 from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.datamodule import MNISTDataModule
@@ -307,10 +308,33 @@ def _cli_class(subcommand: str | None) -> type[MnistLiteCLI]:
     return OneSubcommand
 
 
+def check_config_files(args: list[str]) -> None:
+    """Every config file named on the command line is a regular file: jsonargparse would open a FIFO and wait
+    forever, and read a device without end."""
+    groups = ("--config", "-c", "--trainer", "--model", "--data", "--checkpoint", "--predictions", "--report")
+    for option, value in itertools.pairwise(args):
+        if option in groups:
+            _check_config_file(option, value)
+    for arg in args:
+        option, equals, value = arg.partition("=")
+        if equals and option in groups:
+            _check_config_file(option, value)
+
+
+def _check_config_file(option: str, value: str) -> None:
+    try:
+        files.check_regular(value)
+    except FileNotFoundError:
+        return  # jsonargparse says so, or takes the value as inline YAML
+    except OSError as e:
+        raise UserError(f"{option} {value}: {e}. Pass a YAML file.") from None
+
+
 def main(args: list[str], summaries: dict[str, str]) -> None:
     """``mnist-lite fit|validate|test|predict ARGS``: bad input is a line on stderr and a non-zero exit."""
     quiet.install()
     try:
+        check_config_files(args)
         build(args, summaries=summaries)
     except UserError as e:
         fail(str(e))

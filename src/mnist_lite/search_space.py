@@ -5,7 +5,8 @@
     model.label_smoothing: {low: 0.0, high: 0.15, step: 0.05}                # a float on a grid
     data.batch_size: {choices: [32, 64, 128]}                                # one of these values
 
-Choices may be any YAML value (lists such as AdamW's betas included); Optuna stores them as JSON text.
+Choices may be any YAML value. Optuna stores numbers, text, booleans and null as they are, and lists (AdamW's
+betas) and mappings as JSON text.
 """
 
 import json
@@ -16,9 +17,11 @@ from typing import Any
 
 import yaml
 
+from mnist_lite import files
 from mnist_lite.errors import UserError
 
 RANGE_KEYS, CHOICE_KEYS = {"low", "high", "log", "step"}, {"choices"}
+MAX_SPACE_BYTES = 100_000  # a space someone wrote is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -29,32 +32,35 @@ class Dimension:
     high: float | int | None = None
     log: bool = False
     step: float | int | None = None
-    choices: tuple[str, ...] = ()  # JSON text of each choice
+    choices: tuple[Any, ...] = ()  # as Optuna stores them: plain values, or JSON text when one is a list or mapping
+    encoded: bool = False  # whether the choices are JSON text
 
     def suggest(self, trial: Any) -> Any:
         """The trial's value for this key, drawn through Optuna's ``trial.suggest_*``."""
         if self.choices:
-            return json.loads(trial.suggest_categorical(self.name, self.choices))
+            return self.value(trial.suggest_categorical(self.name, self.choices))
         if isinstance(self.low, int) and isinstance(self.high, int):
             return trial.suggest_int(self.name, self.low, self.high, step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def candidates(self) -> list[Any]:
         """The values to check against the config before anything runs: the bounds, or every choice."""
-        return [json.loads(c) for c in self.choices] if self.choices else [self.low, self.high]
+        return [self.value(c) for c in self.choices] if self.choices else [self.low, self.high]
 
     def value(self, stored: Any) -> Any:
         """A value as Optuna stored it, as the config takes it."""
-        return json.loads(stored) if self.choices else stored
+        return json.loads(stored) if self.encoded else stored
 
 
 def load(path: str | Path) -> list[Dimension]:
     """Read and check a space file; every problem is one line naming the file and the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(files.read_bytes(path, MAX_SPACE_BYTES))
     except OSError as e:
         raise UserError(f"--space {path}: {e.strerror or e}.") from None
+    except ValueError as e:  # over the size limit
+        raise UserError(f"--space {e}.") from None
     except yaml.YAMLError as e:
         raise UserError(f"--space {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict) or not raw:
@@ -90,7 +96,9 @@ def _dimension(path: Path, key: str, name: str, spec: Any) -> Dimension:
         encoded = tuple(json.dumps(c) for c in choices)
         if len(set(encoded)) != len(encoded):
             raise bad("choices has duplicates.")
-        return Dimension(key, name, choices=encoded)
+        if all(c is None or isinstance(c, bool | int | float | str) for c in choices):
+            return Dimension(key, name, choices=tuple(choices))
+        return Dimension(key, name, choices=encoded, encoded=True)
     unknown = keys - RANGE_KEYS
     if unknown or not {"low", "high"} <= keys:
         raise bad(f"expected low and high (and optionally log, step) or choices; got {', '.join(sorted(keys))}.")

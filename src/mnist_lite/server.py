@@ -1,27 +1,39 @@
 """The web page and HTTP API behind ``mnist-lite serve``: a fitted model reads digits drawn in a browser or uploaded.
 
-Uploads are data from strangers: the body is bounded before it is read, images are bounded by their pixel count
-before they are decoded (``images.decode_picture``), and only PNG, JPEG, BMP and TIFF decoders run. Every image
+Uploads are data from strangers: the body is bounded in size and time before it is read, images are bounded by
+their pixel count and JPEG scans before they are decoded (``images.decode_picture``), and only PNG, JPEG, BMP and
+TIFF decoders run, in a thread, so the event loop (and ``/health``) always answers. Requests are answered only
+for a loopback name, an IP address or a host the operator allowed, and POSTs only from the page's own origin or
+an allowed one: a web page elsewhere cannot use the API, by a cross-origin form or by DNS rebinding. Every image
 goes through ``images.to_mnist``, the preprocessing ``mnist-lite predict`` uses, so both give the same answer.
 """
 
+import asyncio
 import base64
 import binascii
+import functools
 import io
+import ipaddress
 import json
 import logging
 import os
+from collections.abc import Iterable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import anyio
+import h11
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.datastructures import UploadFile
-from starlette.types import Message
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mnist_lite import checkpoints
 from mnist_lite.images import TooManyPixels, decode_picture, to_mnist
@@ -29,6 +41,9 @@ from mnist_lite.network import Classifier
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_FILES = 16  # images per request
+HEADER_TIMEOUT_S = 10  # a request's headers must arrive within this (slowloris)
+BODY_TIMEOUT_S = 30  # the whole body must arrive within this; a slow upload ties up nothing longer
+LOOPBACK_NAMES = {"localhost"}
 PAGE = files("mnist_lite") / "page"
 # The page may load nothing from elsewhere: no CDN, no fonts, no scripts but its own.
 PAGE_HEADERS = {
@@ -38,7 +53,7 @@ PAGE_HEADERS = {
 USAGE = 'send an image as a multipart field named \'file\', or JSON {"image": "data:image/png;base64,..."}'
 
 # Where `mnist-lite serve` puts its settings for from_environment: its worker processes start afresh.
-CKPT_ENV, MAX_UPLOAD_ENV = "MNIST_LITE_SERVE_CKPT", "MNIST_LITE_SERVE_MAX_UPLOAD"
+CKPT_ENV, MAX_UPLOAD_ENV, HOSTS_ENV = "MNIST_LITE_SERVE_CKPT", "MNIST_LITE_SERVE_MAX_UPLOAD", "MNIST_LITE_SERVE_HOSTS"
 
 log = logging.getLogger("mnist_lite.serve")
 
@@ -51,12 +66,24 @@ class Refused(Exception):
         self.status, self.message = status, message
 
 
-def create_app(model: Classifier, checkpoint_name: str, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """The ASGI app around one fitted model in eval mode (``checkpoints.load_model``)."""
+def create_app(
+    model: Classifier,
+    checkpoint_name: str,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    allowed_hosts: Iterable[str] = (),
+) -> FastAPI:
+    """The ASGI app around one fitted model in eval mode (``checkpoints.load_model``). ``allowed_hosts``: host
+    names answered beside loopback names and IP addresses (``*`` for any), and origins allowed to POST."""
     app = FastAPI(title="mnist-lite", docs_url=None, redoc_url=None, openapi_url=None)  # the docs pages use a CDN
     page = (PAGE / "index.html").read_text(encoding="utf-8")
     app.mount("/static", StaticFiles(directory=str(PAGE)), name="static")
+    app.add_middleware(HostAndOrigin, allowed=frozenset(h.lower() for h in allowed_hosts))
     parameters = sum(p.numel() for p in model.parameters())
+    one_at_a_time = anyio.CapacityLimiter(1)  # decoding and the model are CPU-bound: more threads only contend
+
+    @app.exception_handler(HTTPException)
+    async def as_error(request: Request, e: HTTPException) -> JSONResponse:  # 404, 405: {"error": ...} too
+        return JSONResponse({"error": f"{e.detail}: {request.method} {request.url.path}"}, status_code=e.status_code)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
@@ -66,12 +93,13 @@ def create_app(model: Classifier, checkpoint_name: str, max_upload_bytes: int = 
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model_loaded": True, "checkpoint": checkpoint_name, "parameters": parameters}
 
-    # async and computed in place: one image costs about a millisecond, less than handing it to a thread would.
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         try:
             pictures, several = await _pictures(request, max_upload_bytes)
-            answers = read_digits(model, pictures)
+            answers = await anyio.to_thread.run_sync(
+                functools.partial(read_digits, model, pictures), limiter=one_at_a_time
+            )
         except Refused as e:
             return JSONResponse({"error": e.message}, status_code=e.status)
         except Exception:
@@ -82,12 +110,96 @@ def create_app(model: Classifier, checkpoint_name: str, max_upload_bytes: int = 
     return app
 
 
+class HostAndOrigin:
+    """Answers a request only for a loopback name, an IP address or an allowed host (a page that reaches this
+    server through a DNS name it rebound to this machine sends that name), and takes a POST only from this
+    server's own origin or an allowed one (a page elsewhere may still send a form cross-origin)."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        refusal = None
+        if not self._allowed(_hostname(host)):
+            refusal = (
+                400,
+                f"host {host!r} is not served here: use 127.0.0.1 or the address, or serve --allowed_hosts.",
+            )
+        elif scope["method"] not in ("GET", "HEAD", "OPTIONS") and "origin" in headers:
+            origin = headers["origin"]
+            same = urlsplit(origin).netloc.lower() == host.lower()
+            if not same and not self._allowed(urlsplit(origin).hostname or "", names_only=True):
+                refusal = (403, f"requests from {origin!r} are not accepted: only this server's own page may post.")
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse({"error": refusal[1]}, status_code=refusal[0])(scope, receive, send)
+
+    def _allowed(self, name: str, names_only: bool = False) -> bool:
+        if "*" in self.allowed or name in self.allowed:
+            return True
+        if names_only:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in LOOPBACK_NAMES
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, without its port (an IPv6 address comes in brackets)."""
+    return (urlsplit(f"//{host}").hostname or "") if host else ""
+
+
+class HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's headers: a client that connects and sends
+    nothing, or half a header, is closed after HEADER_TIMEOUT_S instead of holding its place forever. (uvicorn's
+    own timeout runs only between the requests of a kept-alive connection.)"""
+
+    deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.deadline is not None and self.conn.their_state is not h11.IDLE:  # the headers are in
+            self.deadline.cancel()
+            self.deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._start_deadline()  # for the next request on this connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        super().connection_lost(exc)
+
+    def _start_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._too_slow)
+
+    def _too_slow(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
 def from_environment() -> FastAPI:
     """The app for the checkpoint named in the environment, read through the same safe path as every command."""
     path = Path(os.environ[CKPT_ENV])
     torch.set_num_threads(1)  # one 28x28 image at a time: more threads only add hand-over cost
     model = checkpoints.load_model(path)
-    return create_app(model, path.name, int(os.environ.get(MAX_UPLOAD_ENV, MAX_UPLOAD_BYTES)))
+    hosts = json.loads(os.environ.get(HOSTS_ENV, "[]"))
+    return create_app(model, path.name, int(os.environ.get(MAX_UPLOAD_ENV, MAX_UPLOAD_BYTES)), hosts)
 
 
 def read_digits(model: Classifier, pictures: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
@@ -95,7 +207,7 @@ def read_digits(model: Classifier, pictures: list[tuple[str, bytes]]) -> list[di
     digits = []
     for name, data in pictures:
         try:
-            digits.append(to_mnist(decode_picture(io.BytesIO(data))))
+            digits.append(to_mnist(decode_picture(data)))
         except TooManyPixels as e:
             raise Refused(413, f"{name}: {e}.") from None
         except ValueError as e:
@@ -135,18 +247,22 @@ async def _body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+    except TimeoutError:
+        raise Refused(408, f"the upload took more than {BODY_TIMEOUT_S} s: send it again.") from None
     return bytes(body)
 
 
 def _from_data_url(body: bytes) -> bytes:
     try:
         message = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Refused(400, f"the body is not valid JSON ({e}): {USAGE}.") from None
+    except (ValueError, RecursionError) as e:  # malformed, nested too deep, an integer of thousands of digits
+        raise Refused(400, f"the body is not JSON this API reads ({str(e)[:100]}): {USAGE}.") from None
     image = message.get("image") if isinstance(message, dict) else None
     if not isinstance(image, str):
         raise Refused(422, f"the JSON has no string field 'image': {USAGE}.")

@@ -1,6 +1,7 @@
 """Writes predictions to a CSV as each batch finishes, so memory stays flat however many images there are."""
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,9 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
+
+from mnist_lite import files
+from mnist_lite.errors import UserError
 
 # A cell that starts with one of these is a formula to a spreadsheet; a leading apostrophe makes it text, as
 # OWASP's advice for CSV injection and spreadsheet-safe CSV writers do. File names are the cells at risk.
@@ -37,6 +41,8 @@ class CSVPredictionWriter(BasePredictionWriter):
 
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="batch")
+        if output is not None:  # checked before the run starts; opened without following a link when it does
+            _check_output(Path(output))
         self.output = output
         self.path: Path | None = None
         self.read = self.failed = 0
@@ -46,11 +52,15 @@ class CSVPredictionWriter(BasePredictionWriter):
         self.path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
         if trainer.world_size > 1:  # each rank predicts its own shard
             self.path = self.path.with_name(f"{self.path.stem}-rank{trainer.global_rank}{self.path.suffix}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "w", newline="")  # noqa: SIM115 (open across hooks; closed in on_predict_end)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            raw = files.open_for_writing(self.path)
+        except OSError as e:
+            raise UserError(f"cannot write predictions to {self.path}: {e.strerror or e}.") from None
+        self.file = io.TextIOWrapper(raw, newline="", encoding="utf-8")  # closed in on_predict_end
         self.csv = csv.writer(self.file)
-        self.csv.writerow(HEADER)
         self.read = self.failed = 0
+        self._write([HEADER])
 
     def write_on_batch_end(
         self,
@@ -64,19 +74,27 @@ class CSVPredictionWriter(BasePredictionWriter):
     ) -> None:
         sources = batch[1] if isinstance(batch[1], list) else [("MNIST test set", i, "") for i in batch_indices]
         top_probs, top_digits = prediction.float().topk(3, dim=1)
+        rows = []
         for (path, index, error), probs, digits in zip(sources, top_probs.tolist(), top_digits.tolist()):
             index = "" if index is None else index
             if error:
                 self.failed += 1
-                self.csv.writerow([_text(path), index, "", "", "", "", "", "", "", "", _text(error)])
+                rows.append([_text(path), index, "", "", "", "", "", "", "", "", _text(error)])
                 continue
             self.read += 1
             tops = [value for pair in zip(digits, (f"{p:.4f}" for p in probs)) for value in pair]
-            self.csv.writerow([_text(path), index, digits[0], f"{probs[0]:.4f}", *tops, ""])
-        self.file.flush()
+            rows.append([_text(path), index, digits[0], f"{probs[0]:.4f}", *tops, ""])
+        self._write(rows)
         if trainer.received_sigterm:  # Lightning's predict loop never checks: stop here, the rows so far are kept
             self.file.close()
             raise SIGTERMException()
+
+    def _write(self, rows: list[list[Any]]) -> None:
+        try:
+            self.csv.writerows(rows)
+            self.file.flush()
+        except OSError as e:
+            raise UserError(f"cannot write predictions to {self.path}: {e.strerror or e}.") from None
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.file.close()
@@ -85,6 +103,19 @@ class CSVPredictionWriter(BasePredictionWriter):
         """Printed by the CLI once the progress bar has closed, so it starts a line of its own."""
         failed = f", {self.failed} could not be read (see the error column)" if self.failed else ""
         return f"Wrote predictions to {self.path}: {self.read} image{'s' if self.read != 1 else ''} predicted{failed}."
+
+
+def _check_output(path: Path) -> None:
+    """Refuse in a line what cannot take the CSV: a folder, a link, a FIFO or a device, a name too long."""
+    problem = None
+    if len(path.name.encode()) > 255:  # NAME_MAX of every common filesystem
+        problem = "its name is longer than 255 bytes"
+    elif path.is_symlink():
+        problem = "it is a link"
+    elif path.exists() and not path.is_file():
+        problem = "it is a folder, a FIFO or a device, not a file"
+    if problem:
+        raise UserError(f"--predictions.output {path}: {problem}. Choose a new file name.")
 
 
 def _text(cell: str) -> str:

@@ -1,18 +1,22 @@
 """``mnist-lite sweep``: an Optuna search over the YAML config, each trial a real ``mnist-lite fit``.
 
-Each trial runs ``fit`` in this process through ``cli.cli``, LightningCLI's own path, with the base configs, the
-trial's values as command-line overrides and one seed after another; its value is the mean final ``val_acc``
-(never the test set). Optuna picks the values (TPE) and stops hopeless trials (median pruner on the running mean,
-judged after each seed's fit: a one-cycle run's accuracy part-way says little about where it ends). The study
-lives in the storage, so the same command again continues it, and several processes or machines sharing one
-database URL work on one study.
+Each trial runs ``fit`` in this process through ``lightning_cli.build``, LightningCLI's own path, with the base
+configs, the trial's values as command-line overrides and one seed after another; its value is the mean final
+``val_acc`` (never the test set). Optuna picks the values (TPE) and stops hopeless trials (median pruner on the
+running mean, judged after each seed's fit: a one-cycle run's accuracy part-way says little about where it ends).
+The study lives in the storage, so the same command again continues it, and several processes or machines
+sharing one database URL work on one study. A study remembers the configs, seeds and space it was made with, and
+takes no trial made with others.
 """
 
 import contextlib
 import csv
+import hashlib
 import io
+import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import warnings
@@ -31,11 +35,12 @@ from mnist_lite.files import write_atomically
 # A worker that stops sending heartbeats for GRACE_S has died: the next worker to start a trial marks its
 # running trial failed, so a killed process costs only that trial.
 HEARTBEAT_S, GRACE_S = 2, 8
-FIT_OPTIONS = [  # each trial: no progress bar or checkpoints (best.yaml is the result), its own logs
+FIT_OPTIONS = [  # each trial: no progress bar or checkpoints (best.yaml is the result)
     "--trainer.enable_progress_bar=false",
     "--checkpoint.save_top_k=0",
     "--checkpoint.save_last=false",
 ]
+SET_BY_THE_SWEEP = {"seed_everything": "--seeds", "trainer.logger": "the sweep (its trials log into --output)"}
 
 
 def sweep(
@@ -56,23 +61,30 @@ def sweep(
         trials: how many trials this command runs, shared by its jobs; the same command again adds more.
         storage: where the study lives: a SQLite file (nothing to start), or any database URL Optuna accepts,
             shared by many processes or machines.
-        study: the study's name; by default the space file's name.
-        output: the folder for best.yaml, trials.csv, the PNGs and the trials' logs; by default sweeps/<study>.
-        seeds: the seeds each trial fits with; its value is the mean val_acc over them (default: 0).
+        study: the study's name; by default the space file's name. A study takes trials of the configs, seeds and
+            space it was made with only: give another name for other ones.
+        output: the folder for best.yaml, trials.csv, the PNGs and the trials' logs; by default
+            lightning_logs/sweeps/<study>.
+        seeds: the seeds each trial fits with, in place of the configs' seed_everything; its value is the mean
+            val_acc over them (default: 0).
         jobs: worker processes on this machine, sharing the storage and the cores.
     """
     try:
         import optuna
     except ImportError:
         raise UserError("sweep needs Optuna: pip install -e '.[sweep]'.") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line of ours per trial instead
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line of ours per trial instead, failures too
     seeds = seeds or [0]
     dimensions = search_space.load(space)
     name = study or Path(space).stem
-    folder = Path(output or Path("sweeps") / name)
-    base = _check(config, dimensions)
+    folder = Path(output or Path("lightning_logs") / "sweeps" / name)
+    base = _check(config, dimensions, folder)
     the_study = _study(optuna, storage, name)
-    folder.mkdir(parents=True, exist_ok=True)
+    _claim(the_study, _fingerprint(base, config, seeds, dimensions), storage)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--output {folder}: {e.strerror or e}.") from None
     settings = {"config": config, "seeds": seeds, "folder": folder}
     worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
     if not worker:
@@ -91,8 +103,15 @@ WORKER_ENV = "MNIST_LITE_SWEEP_WORKER"  # set in the processes --jobs starts
 
 
 def _study(optuna: Any, storage: str, name: str) -> Any:
+    if storage.startswith("sqlite") and (storage in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in storage):
+        raise UserError(f"--storage {storage} keeps the study in memory, where no trial is kept: name a file.")
     if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(storage.removeprefix("sqlite:///").split("?")[0]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            why = "a file is in its way" if isinstance(e, FileExistsError | NotADirectoryError) else e.strerror or e
+            raise UserError(f"--storage {storage}: cannot make the folder {folder}: {why}.") from None
     try:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
         rdb = optuna.storages.RDBStorage(
@@ -113,31 +132,73 @@ def _study(optuna: Any, storage: str, name: str) -> Any:
     )
 
 
-def _check(configs: list[str], dimensions: list[search_space.Dimension]) -> Any:
-    """Parse the base configs, then each key at each bound or choice, with fit's own parser, before any trial."""
+def _trial_options(folder: Path) -> list[str]:
+    """What every trial's fit adds to the configs: no bar or checkpoints, and its log in the sweep's folder."""
+    logger = {"class_path": "mnist_lite.loggers.RunLogger", "init_args": {"save_dir": str(folder / "runs")}}
+    return [*FIT_OPTIONS, f"--trainer.logger={json.dumps(logger)}"]
+
+
+def _check(configs: list[str], dimensions: list[search_space.Dimension], folder: Path) -> Any:
+    """Parse the base configs, then each key at each bound or choice, with fit's own parser and the options every
+    trial adds, before any trial: every value a trial can draw then parses as it was written."""
+    for d in dimensions:
+        if d.key in SET_BY_THE_SWEEP or d.key.startswith("trainer.logger."):
+            setter = SET_BY_THE_SWEEP.get(d.key, SET_BY_THE_SWEEP["trainer.logger"])
+            raise UserError(f"--space: {d.key} is set by {setter}; leave it out of the space.")
     base_args = [arg for path in configs for arg in ("--config", path)]
+    lightning_cli.check_config_files(base_args)
     with _quiet():
         try:
-            base = lightning_cli.build(base_args, run=False, exit_on_error=False)
+            base = lightning_cli.build([*base_args, *_trial_options(folder)], run=False, exit_on_error=False)
         except ArgumentError as e:
             raise UserError(f"--config: {concise(str(e))}") from None
-    # One parse per round, each key at its next candidate (a parse costs about 0.25 s); a round that fails is
-    # parsed again key by key, to name the one at fault.
+    # One build per round, each key at its next candidate (about 0.3 s each): what a trial would build, with the
+    # checks the classes make themselves; a round that fails to parse is parsed again key by key, to name the one.
+    options = _trial_options(folder)
     candidates = {d.key: d.candidates() for d in dimensions}
     for i in range(max(map(len, candidates.values()))):
         chosen = {key: values[i % len(values)] for key, values in candidates.items()}
+        overrides = [_override(k, v) for k, v in chosen.items()]
         try:
-            base.parser.parse_args([*base_args, *(_override(k, v) for k, v in chosen.items())])
-            continue
+            with _quiet():
+                lightning_cli.build([*base_args, *options, *overrides], run=False, exit_on_error=False)
         except ArgumentError:
-            pass
-        for key, value in chosen.items():
-            try:
-                base.parser.parse_args([*base_args, _override(key, value)])
-            except ArgumentError as e:
-                raise UserError(f"--space: {key}: {value!r} is not accepted: {concise(str(e))}") from None
-        raise UserError(f"--space: these values are not accepted together: {chosen}")
+            for key, value in chosen.items():
+                try:
+                    base.parser.parse_args([*base_args, _override(key, value)])
+                except ArgumentError as e:
+                    raise UserError(f"--space: {key}: {value!r} is not accepted: {concise(str(e))}") from None
+            raise UserError(f"--space: these values are not accepted together: {chosen}") from None
+        except UserError as e:
+            raise UserError(f"--space: a trial of {chosen} would fail: {e}") from None
     return base
+
+
+def _fingerprint(base: Any, configs: list[str], seeds: list[int], dimensions: list) -> dict[str, Any]:
+    """What a study's trials are made of: the merged base configs (their content, not their names), the seeds
+    and the space. Trials made of anything else cannot be ranked with its own."""
+    base_args = [arg for path in configs for arg in ("--config", path)]
+    settings = base.parser.dump(base.parser.parse_args(base_args), skip_none=False)
+    space = json.dumps([[d.key, d.low, d.high, d.log, d.step, list(d.choices)] for d in dimensions])
+    digest = hashlib.sha256("\n".join([settings, json.dumps(seeds), space]).encode()).hexdigest()[:16]
+    words = [arg for path in configs for arg in ("--config", path)] + ["--seeds", *map(str, seeds)]
+    return {"digest": digest, "made_with": shlex.join(words), "seeds": seeds}
+
+
+def _claim(study: Any, fingerprint: dict[str, Any], storage: str) -> None:
+    """Mark a new study with its fingerprint, or refuse to add trials of other settings to an existing one."""
+    found = study.user_attrs.get("fingerprint")
+    if found is None:
+        if study.trials:
+            raise UserError(
+                f"study {study.study_name!r} in {storage} was not made by mnist-lite sweep: name another with --study."
+            )
+        study.set_user_attr("fingerprint", fingerprint)
+    elif found["digest"] != fingerprint["digest"]:
+        raise UserError(
+            f"study {study.study_name!r} in {storage} was made with {found['made_with']} and its space as it was "
+            "then; these configs, seeds or space differ. Start a new study with --study NAME, or go back to those."
+        )
 
 
 def _override(key: str, value: Any) -> str:
@@ -146,16 +207,18 @@ def _override(key: str, value: Any) -> str:
 
 def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int) -> None:
     base_args = [arg for path in settings["config"] for arg in ("--config", path)]
-    logs = settings["folder"] / "runs"
 
     def objective(trial: Any) -> float:
         overrides = [_override(d.key, d.suggest(trial)) for d in dimensions]
         scores: list[float] = []
         for index, seed in enumerate(settings["seeds"]):
-            args = ["fit", *base_args, *overrides, f"--seed_everything={seed}", *FIT_OPTIONS]
-            args.append(f"--trainer.logger.init_args.save_dir={logs}")
-            with _quiet():
-                run = lightning_cli.build(args)
+            args = ["fit", *base_args, *overrides, f"--seed_everything={seed}", *_trial_options(settings["folder"])]
+            try:
+                with _quiet():
+                    run = lightning_cli.build(args)
+            except Exception as e:  # this trial's values broke its fit: said on its line, and the search goes on
+                trial.set_user_attr("error", f"{type(e).__name__}: {_first_line(e)}"[:300])
+                raise
             trial.set_user_attr(f"run_seed_{seed}", str(run.trainer.log_dir))
             scores.append(float(run.trainer.callback_metrics["val_acc"]))
             trial.report(sum(scores) / len(scores), index)
@@ -166,7 +229,8 @@ def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int
     def progress(study: Any, trial: Any) -> None:
         _print_progress(study, trial, dimensions)
 
-    study.optimize(objective, n_trials=trials, catch=(UserError,), callbacks=[progress])
+    # A trial whose values break its fit fails alone, with its error on one line; the search goes on.
+    study.optimize(objective, n_trials=trials, catch=(Exception,), callbacks=[progress])
 
 
 def _print_progress(study: Any, trial: Any, dimensions: list) -> None:
@@ -175,7 +239,7 @@ def _print_progress(study: Any, trial: Any, dimensions: list) -> None:
     )
     state = trial.state.name.lower()
     if trial.value is None:
-        outcome = state  # failed: its run's error is above
+        outcome = f"failed ({trial.user_attrs.get('error', 'interrupted')})"
     else:  # a pruned trial's value is the last running mean it reported
         outcome = f"val_acc {trial.value:.4f}" + (" so far, pruned" if state == "pruned" else "")
     try:
@@ -229,59 +293,112 @@ def _write_outputs(optuna: Any, study: Any, dimensions: list, base: Any, configs
     best = study.best_trial
     values = {d.key: d.value(best.params[d.name]) for d in dimensions}
     base_args = [arg for path in configs for arg in ("--config", path)]
-    config = base.parser.parse_args([*base_args, *(_override(k, v) for k, v in values.items())])
+    seeds = study.user_attrs["fingerprint"]["seeds"]
+    overrides = [_override(k, v) for k, v in values.items()]
+    config = base.parser.parse_args([*base_args, *overrides, f"--seed_everything={seeds[0]}"])
     text = base.parser.dump(config, skip_none=False)
-    header = f"# Trial {best.number} of study {study.study_name!r}: mean val_acc {best.value:.4f}.\n"
+    header = (
+        f"# Trial {best.number} of study {study.study_name!r}: mean val_acc {best.value:.4f} over seeds "
+        f"{', '.join(map(str, seeds))}; this config fits with seed {seeds[0]}.\n"
+    )
     write_atomically((header + text).encode(), folder / "best.yaml")
     print(f"Best: trial {best.number}, val_acc {best.value:.4f}. Wrote {folder / 'best.yaml'}")
     _write_plots(optuna, study, folder)
 
 
 def _write_trials_csv(study: Any, dimensions: list, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["number", "state", *(d.key for d in dimensions), "val_acc", "duration_s"])
-        for t in study.trials:
-            params = [t.params.get(d.name, "") for d in dimensions]
-            duration = f"{t.duration.total_seconds():.1f}" if t.duration else ""
-            value = f"{t.value:.6f}" if t.value is not None else ""
-            writer.writerow([t.number, t.state.name, *params, value, duration])
+    """One row per trial; a value as the config takes it (a choice of text is that text, a list is JSON)."""
+
+    def cell(d: search_space.Dimension, params: dict) -> Any:
+        if d.name not in params:
+            return ""
+        value = d.value(params[d.name])
+        return value if isinstance(value, str | int | float) else json.dumps(value)
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["number", "state", *(d.key for d in dimensions), "val_acc", "duration_s"])
+    for t in study.trials:
+        duration = f"{t.duration.total_seconds():.1f}" if t.duration else ""
+        value = f"{t.value:.6f}" if t.value is not None else ""
+        writer.writerow([t.number, t.state.name, *(cell(d, t.params) for d in dimensions), value, duration])
+    write_atomically(text.getvalue().encode(), path)
 
 
 def _write_plots(optuna: Any, study: Any, folder: Path) -> None:
     """Optuna's matplotlib plots. They draw through pyplot: in this command's own process only, never on import."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, whatever display this process has
     import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
 
-    drawings: dict[str, Callable[[Any], Any]] = {
-        "history.png": plots.plot_optimization_history,
-        "importances.png": plots.plot_param_importances,
-        "parallel_coordinates.png": plots.plot_parallel_coordinate,
-    }
     written, skipped = [], []
-    for name, plot in drawings.items():
-        try:
-            with _quiet():
-                axes = plot(study)
-        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances need two finished trials
-            skipped.append(f"{name} ({_first_line(e)})")
+    for name, figure in plots(optuna, study).items():
+        if isinstance(figure, str):
+            skipped.append(f"{name} ({figure})")
             continue
-        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        figure.set_size_inches(9, 5)
-        figure.tight_layout()
         figure.savefig(folder / name, dpi=100)
         plt.close(figure)
         written.append(str(folder / name))
     print(f"Wrote {', '.join(written)}" + (f"; not drawn: {', '.join(skipped)}" if skipped else ""))
 
 
+def plots(optuna: Any, study: Any) -> dict[str, Any]:
+    """Each plot's figure, by file name, or why it cannot be drawn yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, whatever display this process has
+    from optuna.visualization import matplotlib as optuna_plots
+
+    drawings: dict[str, Callable[[Any], Any]] = {
+        "history.png": optuna_plots.plot_optimization_history,
+        "importances.png": optuna_plots.plot_param_importances,
+        "parallel_coordinates.png": optuna_plots.plot_parallel_coordinate,
+    }
+    figures: dict[str, Any] = {}
+    for name, plot in drawings.items():
+        try:
+            with _quiet():
+                axes = plot(study)
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances need two finished trials
+            figures[name] = _first_line(e)
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.set_size_inches(9, 5)
+        if name == "parallel_coordinates.png":
+            _readable_parallel_coordinates(figure)
+        figure.tight_layout()
+        figures[name] = figure
+    return figures
+
+
+def _readable_parallel_coordinates(figure: Any) -> None:
+    """Optuna draws the trials in light-to-dark blues (the worst nearly white) and its axis labels close together:
+    a white ground, a colour map that stays dark enough on it, a width for the axes, and slanted labels make every
+    trial and label legible (tests/test_sweep.py checks both)."""
+    import matplotlib
+
+    main_axes, *twins = figure.axes
+    axes = [a for a in twins if a.get_label() != "<colorbar>"]
+    figure.set_size_inches(max(9.0, 1.5 * (len(axes) + 1) + 2), 5.5)
+    dark = matplotlib.colors.LinearSegmentedColormap.from_list("dark", matplotlib.colormaps["viridis"](range(0, 150)))
+    main_axes.set_facecolor("white")
+    for collection in main_axes.collections:
+        collection.set_cmap(dark)
+        collection.set_linewidth(1.5)
+    for label in main_axes.get_xticklabels():
+        label.set_rotation(25)
+        label.set_horizontalalignment("right")
+        label.set_fontsize(8)
+    for twin in [main_axes, *axes]:
+        twin.tick_params(axis="y", which="both", labelsize=7)
+        twin.grid(False)
+        labels = [label.get_text() for label in twin.get_yticklabels()]
+        if any(len(text) > 18 and not text.startswith("$") for text in labels):  # a mapping's JSON: cut short
+            short = [t if len(t) <= 18 or t.startswith("$") else t[:17] + "…" for t in labels]
+            twin.set_yticks(twin.get_yticks(), labels=short)
+
+
 @contextlib.contextmanager
 def _quiet():
-    """A trial's fit prints its run folder, checkpoints and Lightning's notes; the sweep prints one line instead.
-    What it printed is shown if it fails."""
+    """A trial's fit prints its run folder, checkpoints and Lightning's notes; the sweep prints one line instead."""
     out, err = io.StringIO(), io.StringIO()
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]  # their handlers hold the real stderr: quieted by level instead
@@ -291,10 +408,6 @@ def _quiet():
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
-    except BaseException:
-        sys.stdout.write(out.getvalue())
-        sys.stderr.write(err.getvalue())
-        raise
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)

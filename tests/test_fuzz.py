@@ -1,0 +1,89 @@
+"""Fuzzing the readers of hostile input: the image decoders and the checkpoint reader get mutated files, from a
+fixed seed, for a fixed time. Every case ends in an answer or a one-line refusal, within bounds of time and memory:
+never a traceback. MNIST_LITE_FUZZ_SECONDS sets the time of each (default 12 s)."""
+
+import io
+import os
+import random
+import resource
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_lite import checkpoints, images
+from mnist_lite.errors import UserError
+
+from helpers import EXAMPLES
+
+SECONDS = float(os.environ.get("MNIST_LITE_FUZZ_SECONDS", "12"))
+CASE_SECONDS = 5
+pytestmark = pytest.mark.slow
+
+
+def _mutants(seeds: list[bytes], rng: random.Random) -> Iterator[bytes]:
+    """Endless mutants of the seed files: flipped bytes, random runs, cuts, repeats and insertions."""
+    while True:
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            kind = rng.randrange(5)
+            if kind == 0:
+                data[at] ^= 1 << rng.randrange(8)
+            elif kind == 1:
+                data[at : at + 8] = rng.randbytes(8)
+            elif kind == 2:
+                del data[at:]
+            elif kind == 3:
+                data[at:at] = data[at : at + rng.randint(1, 64)] * rng.randint(2, 50)
+            else:
+                data[at:at] = rng.randbytes(rng.randint(1, 16))
+            if not data:
+                data = bytearray(b"\0")
+        yield bytes(data)
+
+
+def _fuzz(seeds: list[bytes], read: Callable[[bytes], object], refusals: tuple[type, ...]) -> int:
+    rng = random.Random(0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    end, cases = time.monotonic() + SECONDS, 0
+    for data in _mutants(seeds, rng):
+        if time.monotonic() > end:
+            break
+        start = time.monotonic()
+        try:
+            read(data)
+        except refusals as e:
+            assert "\n" not in str(e) and len(str(e)) < 1000, str(e)[:2000]
+        assert time.monotonic() - start < CASE_SECONDS, data[:64]
+        cases += 1
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 2**20  # kB: under 1 GB more
+    return cases
+
+
+def _picture(kind: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 30), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format=kind, **options)
+    return buffer.getvalue()
+
+
+def test_the_image_decoders_answer_or_refuse_every_mutant() -> None:
+    seeds = [p.read_bytes() for p in EXAMPLES.iterdir() if p.suffix in (".png", ".jpg", ".bmp", ".tiff")]
+    seeds += [_picture("JPEG", progressive=True), _picture("TIFF", compression="tiff_lzw"), _picture("PNG")]
+    cases = _fuzz(seeds, lambda data: images.to_mnist(images.decode_picture(data)), (ValueError,))
+    assert cases > 100
+
+
+def test_the_checkpoint_reader_answers_or_refuses_every_mutant(tiny_run: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mutant.ckpt"
+
+    def read(data: bytes) -> None:
+        path.write_bytes(data)
+        checkpoints.load_model(path)
+
+    cases = _fuzz([(tiny_run / "checkpoints" / "last.ckpt").read_bytes()], read, (UserError,))
+    assert cases > 50
