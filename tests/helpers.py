@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(__file__).parent / "conf"
 TINY = CONF / "tiny.yaml"
 CPU = ROOT / "configs" / "cpu.yaml"
+DDP = ROOT / "configs" / "ddp_cpu.yaml"
 EXAMPLES = ROOT / "examples" / "digits"
 
 # The seed's network as plain PyTorch, as a user's own code would have it; run in-process and in subprocesses

@@ -17,7 +17,7 @@ from mnist_lite import __version__, commands
 from mnist_lite.cli import SUBCOMMANDS, TRAINER_SUBCOMMANDS, main
 from mnist_lite.lightning_cli import PROGRESS_REFRESH_STEPS, MnistLiteCLI, build
 
-from helpers import CPU, TINY, fails, fit_args
+from helpers import CPU, DDP, EXAMPLES, TINY, fails, fit_args, run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mnist_lite"
 
@@ -278,3 +278,31 @@ def test_every_subcommand_function_is_documented() -> None:
         tool = commands.function(name)
         documented = {line.split(":")[0].strip() for line in (inspect.getdoc(tool) or "").splitlines()}
         assert set(inspect.signature(tool).parameters) <= documented, name
+
+
+@pytest.mark.slow
+def test_a_newcomers_commands_print_nothing_but_their_own_lines(data_dir: Path, tmp_path: Path) -> None:
+    """The README's first commands as people run them (progress bar on): stderr stays empty, and no line of ours
+    is glued to the end of the progress bar's. Where Debian's slurm-client is installed (CI installs it), Lightning's
+    hint to use srun is among what must not show."""
+    quick = ["--trainer.limit_train_batches=40", "--trainer.limit_val_batches=2"]
+    space = tmp_path / "space.yaml"
+    space.write_text("model.label_smoothing: {low: 0.0, high: 0.1}\n")
+    commands = [
+        ["fit", "--config", str(CPU), f"--data.data_dir={data_dir}", *quick],
+        ["fit", "--config", str(CPU), "--config", str(DDP), f"--data.data_dir={data_dir}", *quick],
+        ["test", "--ckpt_path", "best", f"--data.data_dir={data_dir}"],
+        ["predict", "--ckpt_path", "last", "--data.predict_path", str(EXAMPLES)],
+        ["runs"],
+        ["export", "--ckpt_path", "best", "--output", "model.onnx"],
+        ["curves", "--log_dir", "lightning_logs/version_0"],
+        ["augment", "--output", "augmentations.png", f"--data_dir={data_dir}"],
+        ["sweep", "--config", str(CPU), "--config", str(TINY), "--space", str(space), "--trials", "1"],
+    ]
+    for command in commands:
+        result = run_cli(tmp_path, *command)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", (command[0], result.stderr[-3000:])
+        ours = ("Best checkpoint", "Last checkpoint", "Wrote ")
+        glued = [line for line in result.stdout.splitlines() if any(f in line and not line.startswith(f) for f in ours)]
+        assert not glued, (command[0], glued)

@@ -108,7 +108,15 @@ def test_broken_files_are_reported_and_the_run_goes_on(fitted_checkpoint: Path, 
     _save(np.full((30, 30), 255, dtype=np.uint8), folder / "blank.png")
     np.save(folder / "wrong_shape.npy", np.zeros((3, 10, 10)))
     main(predict_args(fitted_checkpoint, str(folder), "--predictions.output=out.csv", "--data.eval_batch_size=2"))
-    assert "1 image predicted, 5 could not be read (see the error column)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Wrote predictions to out.csv: 1 image predicted, 5 could not be read." in out
+    table = out.split("Run folder: ")[1].splitlines()[1:]  # what the console shows of them
+    assert table[0].split() == ["file", "digit", "confidence"] and table[1].split()[:2] == [
+        str(folder / "good.png"),
+        "7",
+    ]
+    assert table[2].startswith("digits: 0: 0  1: 0") and "7: 1" in table[2]
+    assert table[3] == "could not read 5:" and f"  {folder / 'notes.txt'}: not a supported file type" in out
     errors = {Path(r["path"]).name: r["error"] for r in csv_rows(in_tmp / "out.csv")}
     assert errors["good.png"] == ""
     assert "unreadable" in errors["truncated.png"] and "unreadable" in errors["empty.png"]

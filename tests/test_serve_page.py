@@ -111,6 +111,8 @@ def test_digits_drawn_with_a_mouse_are_read_as_drawn(served, browser, tmp_path: 
     page = browser.new_page(viewport={"width": 800, "height": 560})
     page.goto(url)
     assert page.locator("#model").text_content().endswith("13,266 parameters")
+    # before the first drawing the preview has no image: it takes its place, but shows no broken-image icon
+    assert page.eval_on_selector("#preview", "e => getComputedStyle(e).visibility") == "hidden"
     for digit, strokes in DIGITS.items():
         page.click("#clear")
         assert page.locator("#result").get_attribute("data-state") == "empty"
@@ -118,6 +120,7 @@ def test_digits_drawn_with_a_mouse_are_read_as_drawn(served, browser, tmp_path: 
         assert _shown(page) == digit
         assert page.locator("#bars li.top .label").text_content() == str(digit)
         assert page.locator("#preview").get_attribute("src").startswith("data:image/png;base64,")
+        assert page.eval_on_selector("#preview", "e => getComputedStyle(e).visibility") == "visible"
         page.screenshot(path=tmp_path / f"serve-{digit}.png")
     print(f"screenshots: {tmp_path}/serve-*.png")
 

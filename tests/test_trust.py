@@ -131,7 +131,7 @@ def _hostile(kind: str, good: dict, folder: Path) -> tuple[Path, str]:
         return path, "is empty (0 bytes)"
     if kind == "text":
         path.write_text("# mnist-lite\n")
-        return path, "not a PyTorch zip archive (truncated, corrupt, or another kind of file)"
+        return path, "not a PyTorch zip archive (another kind of file, or cut short). Pass a .ckpt that fit wrote"
     if kind == "expand-bomb":  # 2**31 floats that share one: 8 GB once anything touches them
         state["net.fc1.weight"] = torch.zeros(1).expand(2**31)
         return _save({**good, "state_dict": state}, path), "net.fc1.weight is of 2,147,483,648 elements"

@@ -114,7 +114,8 @@ def _read_file(path: Path) -> bytes:
 def _check_archive(data: bytes, path: Path) -> None:
     """The zip directory (bounded, uncompressed) and the pickle's globals, before torch.load reads anything."""
     not_an_archive = UserError(
-        f"{path} is not a checkpoint: not a PyTorch zip archive (truncated, corrupt, or another kind of file)."
+        f"{path} is not a checkpoint: not a PyTorch zip archive (another kind of file, or cut short). "
+        f"Pass a .ckpt that fit wrote (mnist-lite runs lists them)."
     )
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -123,6 +124,8 @@ def _check_archive(data: bytes, path: Path) -> None:
         raise not_an_archive from None
     if len(entries) > MAX_ENTRIES:
         raise UserError(f"refusing {path}: {len(entries):,} archive entries, more than the {MAX_ENTRIES:,} accepted.")
+    if any("/code/" in e.filename or e.filename.endswith("/constants.pkl") for e in entries):
+        raise UserError(f"{path} is a TorchScript export, not a checkpoint: pass the .ckpt it was exported from.")
     for entry in entries:
         if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
             raise UserError(f"refusing {path}: entry {shown(entry.filename)} is compressed; torch.save stores them.")
@@ -176,6 +179,10 @@ def _check_fields(checkpoint: Any, path: Path) -> None:
     """The fields Lightning reads back have the types it expects; every tensor is a plain, contiguous, bounded one."""
     if not isinstance(checkpoint, dict) or not all(isinstance(k, str) for k in checkpoint):
         raise UserError(f"{path} is not a Lightning checkpoint: it is not a mapping of named fields.")
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise UserError(
+            f"{path} is a network's weights alone (an export), not a checkpoint: pass the .ckpt of its run."
+        )
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(k, str) and _is_tensor(v) for k, v in state.items()):
         raise UserError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' of tensors.")

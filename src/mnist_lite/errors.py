@@ -33,6 +33,10 @@ class ConciseErrors:
         sys.exit(2)
 
 
+# What jsonargparse reports as the class when a config gives init_args and no class_path.
+UNCHOSEN = {"typing.Union", "torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"}
+
+
 def concise(message: str) -> str:
     """jsonargparse explains a value that fits no type of a union by listing every type's complaint, in its own
     notation; the line that says what is wrong, in the user's words, is the one to show."""
@@ -54,8 +58,11 @@ def concise(message: str) -> str:
     if problem:
         reason, class_path = problem.groups()
         option = re.fullmatch(r"Option '(\w+)' is not accepted", reason)
-        if option and class_path == "typing.Union":  # init_args given, but no class chosen to take them
-            return f"{prefix}{option.group(1)!r} is given, but no class is chosen: name one with class_path first."
+        if option and class_path in UNCHOSEN:  # init_args given, but no class chosen to take them
+            return (
+                f"{prefix}{option.group(1)!r} is given, but no class is chosen: name one with class_path, or put this "
+                "config after one that does (as --config configs/cpu.yaml --config configs/gpu.yaml)."
+            )
         if option:
             return f"{prefix}{option.group(1)!r} is not a parameter of {class_path}; init_args take its parameters."
         return f"{prefix}{reason}."

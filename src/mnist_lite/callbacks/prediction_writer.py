@@ -2,6 +2,7 @@
 
 import csv
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mnist_lite.errors import UserError
 # OWASP's advice for CSV injection and spreadsheet-safe CSV writers do. File names are the cells at risk.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
+SHOWN = 10  # rows and failures the console shows; the CSV has them all
 HEADER = [
     "path",
     "index",
@@ -46,6 +48,9 @@ class CSVPredictionWriter(BasePredictionWriter):
         self.output = output
         self.path: Path | None = None
         self.read = self.failed = 0
+        self.first: list[tuple[str, str, str]] = []  # (file, digit, confidence) of the first rows, for the console
+        self.digits: Counter[int] = Counter()
+        self.failures: list[tuple[str, str]] = []  # (file, why) of the first files that could not be read
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         trainer.predict_loop.return_predictions = False  # the CSV has them: don't also hold them all in memory
@@ -60,6 +65,7 @@ class CSVPredictionWriter(BasePredictionWriter):
         self.file = io.TextIOWrapper(raw, newline="", encoding="utf-8")  # closed in on_predict_end
         self.csv = csv.writer(self.file)
         self.read = self.failed = 0
+        self.first, self.digits, self.failures = [], Counter(), []
         self._write([HEADER])
 
     def write_on_batch_end(
@@ -77,11 +83,17 @@ class CSVPredictionWriter(BasePredictionWriter):
         rows = []
         for (path, index, error), probs, digits in zip(sources, top_probs.tolist(), top_digits.tolist()):
             index = "" if index is None else index
+            name = f"{path}[{index}]" if index != "" else path
             if error:
                 self.failed += 1
+                if len(self.failures) < SHOWN:
+                    self.failures.append((name, error))
                 rows.append([_text(path), index, "", "", "", "", "", "", "", "", _text(error)])
                 continue
             self.read += 1
+            self.digits[digits[0]] += 1
+            if len(self.first) < SHOWN:
+                self.first.append((name, str(digits[0]), f"{probs[0]:.2f}"))
             tops = [value for pair in zip(digits, (f"{p:.4f}" for p in probs)) for value in pair]
             rows.append([_text(path), index, digits[0], f"{probs[0]:.4f}", *tops, ""])
         self._write(rows)
@@ -100,9 +112,25 @@ class CSVPredictionWriter(BasePredictionWriter):
         self.file.close()
 
     def summary(self) -> str:
-        """Printed by the CLI once the progress bar has closed, so it starts a line of its own."""
-        failed = f", {self.failed} could not be read (see the error column)" if self.failed else ""
-        return f"Wrote predictions to {self.path}: {self.read} image{'s' if self.read != 1 else ''} predicted{failed}."
+        """What the console shows once the progress bar has closed: the first answers, the count of each digit,
+        the files that could not be read, and where the CSV is."""
+        lines = []
+        if self.first:
+            width = max(len("file"), *(len(name) for name, _, _ in self.first))
+            lines.append(f"{'file':<{width}}  digit  confidence")
+            lines += [f"{name:<{width}}  {digit:<5}  {confidence}" for name, digit, confidence in self.first]
+            if self.read > len(self.first):
+                lines.append(f"... and {self.read - len(self.first):,} more")
+            lines.append("digits: " + "  ".join(f"{d}: {self.digits[d]}" for d in range(10)))
+        if self.failures:
+            lines.append(f"could not read {self.failed}:")
+            lines += [f"  {name}: {why}" for name, why in self.failures]
+            if self.failed > len(self.failures):
+                lines.append(f"  ... and {self.failed - len(self.failures):,} more (the error column)")
+        failed = f", {self.failed} could not be read" if self.failed else ""
+        plural = "s" if self.read != 1 else ""
+        lines.append(f"Wrote predictions to {self.path}: {self.read} image{plural} predicted{failed}.")
+        return "\n".join(lines)
 
 
 def _check_output(path: Path) -> None:

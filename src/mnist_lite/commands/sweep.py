@@ -287,7 +287,9 @@ def _write_outputs(optuna: Any, study: Any, dimensions: list, base: Any, configs
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     _write_trials_csv(study, dimensions, folder / "trials.csv")
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    print(f"{len(study.trials)} trials: {len(complete)} complete, {pruned} pruned. Wrote {folder / 'trials.csv'}")
+    failed = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+    print(f"Study {study.study_name!r}: {len(complete)} complete, {pruned} pruned, {failed} failed.")
+    print(f"Wrote {folder / 'trials.csv'}")
     if not complete:
         return
     best = study.best_trial
@@ -302,7 +304,7 @@ def _write_outputs(optuna: Any, study: Any, dimensions: list, base: Any, configs
         f"{', '.join(map(str, seeds))}; this config fits with seed {seeds[0]}.\n"
     )
     write_atomically((header + text).encode(), folder / "best.yaml")
-    print(f"Best: trial {best.number}, val_acc {best.value:.4f}. Wrote {folder / 'best.yaml'}")
+    print(f"Best: trial {best.number}, mean val_acc {best.value:.4f}.\nWrote {folder / 'best.yaml'}")
     _write_plots(optuna, study, folder)
 
 
