@@ -7,6 +7,7 @@ Extended only where LightningCLI documents it (``add_arguments_to_parser``, ``be
 
 import argparse
 import itertools
+import os
 import re
 import shlex
 import shutil
@@ -22,10 +23,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lite import __version__, checkpoints, config_limits, files, quiet, runs
-from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport
+from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport, Requeued, RequeueOnSignal
 from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.datamodule import MNISTDataModule
 from mnist_lite.errors import ConciseErrors, UserError, fail
@@ -179,10 +181,12 @@ class MnistLiteCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config.get("trainer") or {}
-        given = trainer.get("callbacks") or []
-        if trainer.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
-            kwargs["callbacks"] = [*given, TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS)]
-        return super().instantiate_trainer(**kwargs)
+        callbacks = [*(trainer.get("callbacks") or []), RequeueOnSignal()]
+        if trainer.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
+        return super().instantiate_trainer(**kwargs, callbacks=callbacks)
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is None:
@@ -330,10 +334,27 @@ def _check_config_file(option: str, value: str) -> None:
         raise UserError(f"{option} {value}: {e}. Pass a YAML file.") from None
 
 
+def complete_srun_environment() -> None:
+    """``srun -n N`` tells each task how many run on each node in SLURM_TASKS_PER_NODE ("2", or "2(x3)" for three
+    nodes), but not in SLURM_NTASKS_PER_NODE, which Lightning's SLURM environment requires. When every node runs
+    the same number of tasks the two say the same, so it is filled in; an uneven layout is refused in one line."""
+    if "SLURM_NTASKS" not in os.environ or "SLURM_NTASKS_PER_NODE" in os.environ or "SLURM_STEP_ID" not in os.environ:
+        return
+    layout = os.environ.get("SLURM_TASKS_PER_NODE", "")
+    even = re.fullmatch(r"(\d+)(?:\(x\d+\))?", layout)
+    if even is None:
+        raise UserError(
+            f"srun placed the tasks unevenly ({layout} per node), and every node must run as many: "
+            "srun --nodes=N --ntasks-per-node=K mnist-lite ..."
+        )
+    os.environ["SLURM_NTASKS_PER_NODE"] = even.group(1)
+
+
 def main(args: list[str], summaries: dict[str, str]) -> None:
     """``mnist-lite fit|validate|test|predict ARGS``: bad input is a line on stderr and a non-zero exit."""
     quiet.install()
     try:
+        complete_srun_environment()
         check_config_files(args)
         build(args, summaries=summaries)
     except UserError as e:
@@ -347,6 +368,9 @@ def main(args: list[str], summaries: dict[str, str]) -> None:
         class_path, reason = problem.groups()
         hint = " Install it: pip install -e '.[tensorboard]'." if "tensorboard" in reason else ""
         fail(f"cannot build {class_path}: {reason.strip()}{hint}")
+    except Requeued as e:
+        if rank_zero_only.rank == 0:
+            print(f"mnist-lite: {e}", flush=True)
     except SIGTERMException:  # Lightning stops at the next batch; what was saved or written stays
         hint = "continue with the same command and --ckpt_path last" if args[0] == "fit" else "what was written is kept"
         print(f"mnist-lite: stopped by SIGTERM; {hint}.", file=sys.stderr)

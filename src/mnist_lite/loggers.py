@@ -67,5 +67,5 @@ class RunLogger(CSVLogger):
 
     def finalize(self, status: str) -> None:
         super().finalize(status)
-        if status != "success" and self._version is not None and rank_zero_only.rank == 0:
+        if status == "failed" and self._version is not None and rank_zero_only.rank == 0:
             runs.release(Path(self.log_dir))  # a command that failed before its work leaves no folder behind

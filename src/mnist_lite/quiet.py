@@ -18,11 +18,17 @@ _NOISE = {
         "Restoring states from the checkpoint path at ",  # the CLI has printed "Checkpoint: <path> (...)"
         "Restored all states from the checkpoint at ",
         "Loaded model weights from the checkpoint at ",
-        "`Trainer.fit` stopped: `max_epochs=",  # the run ends as configured; the CLI prints the checkpoints
+        "`Trainer.fit` stopped: `max_",  # the run ends as configured; the CLI prints the checkpoints
+        "`Trainer(limit_",  # "...was configured so 1 batch will be used": as the user wrote
         "-" * 100 + "\ndistributed_backend=",  # the process group's banner, under DDP
     ),
     ("lightning.fabric.utilities.seed",): ("Seed set to ",),  # the seed is in the config and config.yaml
-    ("lightning.pytorch.trainer.connectors.signal_connector",): ("SLURM auto-requeueing enabled",),
+    # SLURM's own lines: its requeue is this project's (callbacks/requeue.py), which says what it did
+    ("lightning.pytorch.trainer.connectors.signal_connector",): (
+        "SLURM auto-requeueing enabled",
+        "Received SIGTERM: ",
+        "Bypassing SIGTERM: ",
+    ),
     ("lightning.fabric.utilities.distributed",): ("Initializing distributed: ",),  # one line per process
 }
 _WARNINGS = (
@@ -34,6 +40,8 @@ _WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     # Installed for SLURM, and not launched by it: a plain run is meant.
     r"The `srun` command is available on your system but is not used",
+    # datamodule.EpochShuffler resumes an epoch at its next sample (tests/test_reliability.py, tests/test_slurm.py).
+    r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
 )
 
 

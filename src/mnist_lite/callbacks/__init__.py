@@ -1,6 +1,7 @@
-"""The Lightning callbacks the CLI adds: the predictions CSV and the pictures written after test."""
+"""The Lightning callbacks the CLI adds: the predictions CSV, the pictures written after test, and SLURM's requeue."""
 
 from mnist_lite.callbacks.evaluation_report import EvaluationReport
 from mnist_lite.callbacks.prediction_writer import CSVPredictionWriter
+from mnist_lite.callbacks.requeue import Requeued, RequeueOnSignal
 
-__all__ = ["CSVPredictionWriter", "EvaluationReport"]
+__all__ = ["CSVPredictionWriter", "EvaluationReport", "RequeueOnSignal", "Requeued"]

@@ -1,0 +1,55 @@
+"""Under SLURM: save a checkpoint at the end of the step in progress when told to stop, requeue the job, resume."""
+
+import re
+import signal
+import subprocess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+_NUMBER = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")
+
+
+class Requeued(Exception):
+    """Raised by every process once the job is requeued: the command ends there, before SLURM stops it."""
+
+
+class RequeueOnSignal(Callback):
+    """SIGUSR1 (``#SBATCH --signal=USR1@90`` before the time limit, or ``scancel --signal=USR1`` to preempt) asks
+    every process to stop after its current step: then an ``hpc_ckpt_N.ckpt`` is saved where Lightning's SLURM
+    support looks for it (``trainer.default_root_dir``), the job is requeued, and the requeued job resumes from it,
+    to the same weights as a run never stopped (tests/test_slurm.py).
+
+    Lightning's own handler, which this one takes the place of, saves from inside the signal handler, wherever the
+    step is: weights, optimizer moments and the random state part-way into a step its counters say is not done, so
+    a resumed run repeats part of it and ends elsewhere. Outside SLURM this callback does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit" and SLURMEnvironment.detect():  # as Lightning decides; it then leaves the signal to us
+            signal.signal(signal.SIGUSR1, self._ask)
+
+    def _ask(self, signum: int, frame: FrameType | None) -> None:
+        self.asked = True
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        asked = self.asked
+        if trainer.world_size > 1:  # the processes agree on the step: the signal reaches each at its own moment
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+        if not asked:
+            return
+        folder = Path(trainer.default_root_dir)
+        numbers = [int(m.group(1)) for p in folder.glob("hpc_ckpt_*.ckpt") if (m := _NUMBER.search(p.name))]
+        path = folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"  # the name Lightning resumes from
+        trainer.save_checkpoint(path, weights_only=False)
+        trainer.strategy.barrier("requeue")  # every process is past the save before the job is requeued
+        job = SLURMEnvironment.job_id()
+        if trainer.is_global_zero:
+            subprocess.run(["scontrol", "requeue", str(job)], check=False)
+        raise Requeued(f"saved {path} and requeued SLURM job {job}, which resumes from it.")

@@ -1,0 +1,97 @@
+"""Sweeps past one machine: workers in two working folders, as on two machines, share one study on a real
+PostgreSQL server (`.ci/cluster start` runs one on loopback); a worker killed mid-trial costs only its trial."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+import yaml
+
+from mnist_lite.commands.sweep import GRACE_S
+
+from helpers import CPU, ROOT, TINY
+
+SPACE = ROOT / "configs" / "sweep" / "cpu.yaml"
+STATE = Path("/tmp/mnist-lite-cluster/postgres")  # where .ci/cluster writes the server's URL
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> str:
+    """The server's URL, and a study name of this test's own (dropped after it)."""
+    url = os.environ.get("MNIST_LITE_POSTGRES") or (STATE.read_text().strip() if STATE.exists() else "")
+    try:
+        with sqlalchemy.create_engine(url).connect() if url else None:
+            pass
+    except Exception as e:
+        url = f"unreachable: {e}".splitlines()[0]
+    if not url or url.startswith("unreachable"):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: .ci/cluster start gave no server ({url})")
+        pytest.skip(f"no PostgreSQL server here ({url or 'none'}): run `sudo .ci/cluster start`")
+    return url
+
+
+def _machine(root: Path, name: str, data_dir: Path, steps: int = 5) -> Path:
+    """A working folder of its own, as another machine would have: its config points at the shared MNIST."""
+    folder = root / name
+    folder.mkdir()
+    settings = {"data": {"data_dir": str(data_dir)}, "trainer": {"limit_train_batches": steps}}
+    (folder / "data.yaml").write_text(yaml.safe_dump(settings))
+    return folder
+
+
+def _worker(folder: Path, url: str, study: str, trials: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mnist_lite", "sweep", "--config", str(CPU), "--config", str(TINY)]
+    command += ["--config", "data.yaml", "--space", str(SPACE), "--storage", url, "--study", study]
+    command += ["--trials", str(trials)]
+    return subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _states(url: str, study: str) -> dict[int, str]:
+    return {t.number: t.state.name for t in optuna.load_study(study_name=study, storage=url).trials}
+
+
+def test_two_machines_share_one_study_and_lose_no_trial(database: str, data_dir: Path, tmp_path: Path) -> None:
+    study = f"two-machines-{os.getpid()}-{time.monotonic_ns()}"
+    workers = [_worker(_machine(tmp_path, name, data_dir), database, study, 3) for name in ("a", "b")]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert _states(database, study) == dict.fromkeys(range(6), "COMPLETE")  # distinct numbers, none lost
+    lines = [line for out, _ in outputs for line in out.splitlines() if line.startswith("trial ")]
+    assert sorted(int(line.split()[1].rstrip(":")) for line in lines) == list(range(6))
+    optuna.delete_study(study_name=study, storage=database)
+
+
+def test_a_worker_killed_mid_trial_is_marked_failed_and_the_study_goes_on(
+    database: str, data_dir: Path, tmp_path: Path
+) -> None:
+    study = f"killed-{os.getpid()}-{time.monotonic_ns()}"
+    worker = _worker(_machine(tmp_path, "a", data_dir, steps=400), database, study, 1)
+    deadline = time.monotonic() + 120
+    while not any(s == "RUNNING" for s in _try_states(database, study).values()):
+        assert worker.poll() is None and time.monotonic() < deadline, worker.stderr.read() if worker.stderr else ""
+        time.sleep(0.5)
+    time.sleep(1)  # its first heartbeat
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert _states(database, study) == {0: "RUNNING"}  # what a dead process leaves behind
+    time.sleep(GRACE_S + 1)
+    other = _worker(_machine(tmp_path, "b", data_dir, steps=400), database, study, 1)
+    _, err = other.communicate(timeout=600)
+    assert other.returncode == 0, err[-2000:]
+    assert _states(database, study) == {0: "FAIL", 1: "COMPLETE"}
+    optuna.delete_study(study_name=study, storage=database)
+
+
+def _try_states(url: str, study: str) -> dict[int, str]:
+    try:
+        return _states(url, study)
+    except KeyError:  # the worker has not made the study yet
+        return {}

@@ -1,0 +1,120 @@
+"""Scale-out under a real SLURM cluster (`.ci/cluster start` makes a one-host one): srun in both of its forms, the
+shipped sbatch script, and a preempted job that requeues and resumes to the same weights."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import CPU, DDP, ROOT, same_weights, weights
+
+SBATCH = ROOT / "examples" / "slurm" / "fit.sbatch"
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict[str, str]:
+    """The environment for commands submitted to the cluster: mnist-lite on PATH, no SLURM job of our own."""
+    up = shutil.which("sinfo") and subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout
+    if not up or ("idle" not in up and "mix" not in up and "alloc" not in up):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the SLURM tests: .ci/cluster start did not bring a cluster up")
+        pytest.skip("no SLURM cluster here: run `sudo .ci/cluster start` (Debian's slurm-wlm and munge)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _fit_args(data_dir: Path) -> list[str]:
+    """Two processes over gloo, on a budget: 2 epochs of 60 steps (32 images each, per process); metrics.csv is
+    written from step 20 on."""
+    budget = ["--trainer.limit_train_batches=60", "--trainer.limit_val_batches=5", "--trainer.max_epochs=2"]
+    logs = ["--trainer.log_every_n_steps=10", "--trainer.logger.init_args.flush_logs_every_n_steps=20"]
+    return ["--config", str(CPU), "--config", str(DDP), f"--data.data_dir={data_dir}", *budget, *logs]
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def lightnings_own(cluster: dict[str, str], data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same fit, launched by Lightning itself: the reference."""
+    cwd = tmp_path_factory.mktemp("lightning")
+    _run(["mnist-lite", "fit", *_fit_args(data_dir), "--trainer.enable_progress_bar=false"], cwd, cluster)
+    return cwd / "lightning_logs" / "version_0"
+
+
+@pytest.mark.parametrize("layout", [["-N1", "--ntasks-per-node=2"], ["-n", "2"]], ids=["ntasks-per-node", "n"])
+def test_srun_fits_in_one_folder_like_lightnings_own_ddp(layout, cluster, data_dir, lightnings_own, tmp_path) -> None:
+    result = _run(["srun", *layout, "mnist-lite", "fit", *_fit_args(data_dir)], tmp_path, cluster)
+    runs = list((tmp_path / "lightning_logs").iterdir())
+    assert [r.name for r in runs] == ["version_0"]
+    last = runs[0] / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 120
+    assert same_weights(weights(last), weights(lightnings_own / "checkpoints" / "last.ckpt"))
+    assert _val_acc(runs[0]) == _val_acc(lightnings_own)  # synced over both processes, as Lightning's own are
+    # one process prints: rank 0's lines, once each, and nothing on stderr
+    assert result.stdout.count("Run folder: ") == 1 and result.stdout.count("Last checkpoint: ") == 1
+    assert result.stderr == ""
+
+
+def _val_acc(run: Path) -> list[str]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [row["val_acc"] for row in csv.DictReader(f) if row.get("val_acc")]
+
+
+def _job_state(job: str) -> dict[str, str]:
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return dict(field.split("=", 1) for field in shown.split() if "=" in field)
+
+
+def _wait(job: str, until: float) -> dict[str, str]:
+    while time.monotonic() < until:
+        state = _job_state(job)
+        if state.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+            return state
+        time.sleep(1)
+    raise AssertionError(f"job {job} did not finish: {_job_state(job)}")
+
+
+def test_the_shipped_sbatch_script_runs_as_the_docs_show(cluster, data_dir, lightnings_own, tmp_path) -> None:
+    job = _run(["sbatch", "--parsable", str(SBATCH), *_fit_args(data_dir)], tmp_path, cluster).stdout.strip()
+    state = _wait(job, time.monotonic() + 300)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert state["JobState"] == "COMPLETED", log
+    assert "Last checkpoint: lightning_logs/version_0/checkpoints/last.ckpt" in log
+    assert same_weights(
+        weights(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"),
+        weights(lightnings_own / "checkpoints" / "last.ckpt"),
+    )
+
+
+def test_a_preempted_job_requeues_and_resumes_to_the_same_weights(cluster, data_dir, lightnings_own, tmp_path) -> None:
+    job = _run(["sbatch", "--parsable", str(SBATCH), *_fit_args(data_dir)], tmp_path, cluster).stdout.strip()
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").exists():  # past step 20 of epoch 0
+        assert time.monotonic() < deadline and _job_state(job).get("JobState") in ("PENDING", "RUNNING")
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)  # what a preemption or the time limit sends
+    while (state := _job_state(job)).get("Restarts") != "1" or state.get("JobState") != "PENDING":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # SLURM's requeue delay
+    state = _wait(job, deadline)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log
+    saved = tmp_path / "slurm" / job / "hpc_ckpt_1.ckpt"
+    assert f"mnist-lite: saved {saved.relative_to(tmp_path)} and requeued SLURM job {job}, which resumes" in log
+    assert "Traceback" not in log
+    assert 0 < torch.load(saved, weights_only=True)["global_step"] < 120  # stopped mid-run
+    resumed = tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
+    assert same_weights(weights(resumed), weights(lightnings_own / "checkpoints" / "last.ckpt"))
