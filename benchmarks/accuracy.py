@@ -8,14 +8,16 @@ python benchmarks/accuracy.py --config configs/cpu.yaml --config configs/best.ya
 import argparse
 import statistics
 import time
+from pathlib import Path
 
-from common import build, quiet
+from common import build, quiet, record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", required=True, help="repeatable, as for mnist-lite fit")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args, overrides = parser.parse_known_args()  # the rest are mnist-lite fit options, e.g. --trainer.max_epochs=3
     quiet()
     configs = [a for c in args.config for a in ("--config", c)]
@@ -33,6 +35,12 @@ def main() -> None:
         cpus.append(cpu)
         print(f"| {seed} | {vals[-1]:.2%} | {tests[-1]:.2%} | {seconds:.0f} | {cpu:.0f} |", flush=True)
     print(f"| mean | {statistics.mean(vals):.2%} | {statistics.mean(tests):.2%} | | {statistics.mean(cpus):.0f} |")
+    if args.json:
+        rows = [
+            {"seed": s, "val_acc": v, "test_acc": t, "fit_cpu_s": c}
+            for s, v, t, c in zip(args.seeds, vals, tests, cpus)
+        ]
+        record(args.json, "accuracy", {"configs": args.config, "overrides": overrides, "seeds": rows})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import yaml
 from mnist_lite import data_source
 from mnist_lite.cli import main
 
-from helpers import CPU, TINY, fit_args
+from helpers import CPU, ONE_EPOCH, TINY, fit_args
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,6 +52,17 @@ def _in(folder: Path, args: list[str]) -> None:
         mp.chdir(folder)
         mp.setattr("sys.argv", ["mnist-lite"])
         main(args)
+
+
+@pytest.fixture(scope="session")
+def one_epoch_checkpoint(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """configs/one_epoch.yaml's network on tiny.yaml's budget: a OneEpochCNN checkpoint the CLI fitted."""
+    folder = tmp_path_factory.mktemp("one_epoch_run")
+    _in(
+        folder,
+        ["fit", "--config", str(CPU), "--config", str(ONE_EPOCH), "--config", str(TINY), f"--data.data_dir={data_dir}"],
+    )
+    return folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="session")

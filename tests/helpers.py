@@ -20,6 +20,7 @@ CONF = Path(__file__).parent / "conf"
 TINY = CONF / "tiny.yaml"
 CPU = ROOT / "configs" / "cpu.yaml"
 DDP = ROOT / "configs" / "ddp_cpu.yaml"
+ONE_EPOCH = ROOT / "configs" / "one_epoch.yaml"
 EXAMPLES = ROOT / "examples" / "digits"
 
 # The seed's network as plain PyTorch, as a user's own code would have it; run in-process and in subprocesses

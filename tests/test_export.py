@@ -24,10 +24,16 @@ def pixels(data_dir: Path) -> torch.Tensor:
     return images[:1000].unsqueeze(1).float() / 255
 
 
+@pytest.fixture(scope="module", params=["CompactCNN", "OneEpochCNN"])
+def checkpoint(request: pytest.FixtureRequest, fitted_checkpoint: Path, one_epoch_checkpoint: Path) -> Path:
+    """Each of the project's networks, fitted by the CLI."""
+    return fitted_checkpoint if request.param == "CompactCNN" else one_epoch_checkpoint
+
+
 @pytest.fixture(scope="module")
-def reference(fitted_checkpoint: Path, pixels: torch.Tensor) -> torch.Tensor:
+def reference(checkpoint: Path, pixels: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        return load_model(fitted_checkpoint)(pixels)  # the fitted model takes pixels in [0, 1]
+        return load_model(checkpoint)(pixels)  # the fitted model takes pixels in [0, 1]
 
 
 def _export(ckpt: Path, fmt: str, output: Path) -> Path:
@@ -35,8 +41,8 @@ def _export(ckpt: Path, fmt: str, output: Path) -> Path:
     return output
 
 
-def test_onnx_matches_pytorch_with_a_dynamic_batch(fitted_checkpoint, tmp_path, pixels, reference) -> None:
-    path = _export(fitted_checkpoint, "onnx", tmp_path / "model.onnx")
+def test_onnx_matches_pytorch_with_a_dynamic_batch(checkpoint, tmp_path, pixels, reference) -> None:
+    path = _export(checkpoint, "onnx", tmp_path / "model.onnx")
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
@@ -47,8 +53,8 @@ def test_onnx_matches_pytorch_with_a_dynamic_batch(fitted_checkpoint, tmp_path, 
         assert np.abs(logits - reference[: len(batch)].numpy()).max() < 1e-4
 
 
-def test_torchscript_matches_pytorch(fitted_checkpoint, tmp_path, pixels, reference) -> None:
-    scripted = torch.jit.load(str(_export(fitted_checkpoint, "torchscript", tmp_path / "model.pt")))
+def test_torchscript_matches_pytorch(checkpoint, tmp_path, pixels, reference) -> None:
+    scripted = torch.jit.load(str(_export(checkpoint, "torchscript", tmp_path / "model.pt")))
     assert scripted.original_name == "Classifier"  # the normalisation and the network, nothing of Lightning
     with torch.inference_mode():
         assert (scripted(pixels) - reference).abs().max() < 1e-4
@@ -69,7 +75,9 @@ print("mnist_lite" in sys.modules)
 )
 
 
-def test_state_dict_loads_into_the_seeds_plain_module(fitted_checkpoint, tmp_path, pixels, reference) -> None:
+def test_state_dict_loads_into_the_seeds_plain_module(fitted_checkpoint, tmp_path, pixels) -> None:
+    with torch.inference_mode():
+        reference = load_model(fitted_checkpoint)(pixels)
     weights = _export(fitted_checkpoint, "state_dict", tmp_path / "weights.pt")
     np.save(tmp_path / "pixels.npy", pixels.numpy())
     result = subprocess.run(

@@ -1,8 +1,11 @@
-"""The seed's checks 1, 2 and 5: size, input/output and architecture of the compact CNN."""
+"""The seed's checks 1, 2 and 5: size, input/output and architecture of the compact CNN, and the same checks for
+OneEpochCNN, the network of configs/one_epoch.yaml."""
 
+import pytest
 import torch
+from torch.nn import functional as F
 
-from mnist_lite.network import CompactCNN
+from mnist_lite.network import NETWORKS, CompactCNN, DigitNet, OneEpochCNN
 
 from helpers import seed_net
 
@@ -32,3 +35,23 @@ def test_widths_are_arguments_with_the_seeds_defaults() -> None:
     wide = CompactCNN(channels=(8, 16), hidden=64, dropout=0.1)
     assert wide(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in CompactCNN().parameters())
+
+
+def test_the_one_epoch_network_is_under_the_seeds_budget() -> None:
+    count = sum(p.numel() for p in OneEpochCNN().parameters() if p.requires_grad)
+    assert count == 19_786 and count < 25_000
+
+
+@pytest.mark.parametrize("net", [CompactCNN, OneEpochCNN])
+def test_each_network_gives_ten_logits_an_image_and_is_a_digit_net(net: type) -> None:
+    assert issubclass(net, DigitNet) and f"mnist_lite.network.{net.__name__}" in NETWORKS
+    for n in (1, 7, 64):
+        assert net()(torch.randn(n, 1, 28, 28)).shape == (n, 10)
+
+
+def test_the_one_epoch_network_folds_the_image_without_losing_a_pixel() -> None:
+    """Its first layer sees every pixel: the 2x2 fold is a rearrangement, undone exactly."""
+    net, x = OneEpochCNN(), torch.randn(3, 1, 28, 28)
+    folded = net.features[0](x)
+    assert folded.shape == (3, 4, 14, 14) and torch.equal(F.pixel_shuffle(folded, 2), x)
+    assert OneEpochCNN(widths=(8, 8, 16, 16))(x).shape == (3, 10)

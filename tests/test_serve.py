@@ -392,3 +392,14 @@ from mnist_lite.cli import main
 server.HEADER_TIMEOUT_S = float(os.environ["MNIST_LITE_TEST_HEADER_TIMEOUT"])
 main(["serve", "--ckpt_path", sys.argv[1], "--port", "0"])
 """
+
+
+def test_the_one_epoch_network_serves_and_predicts_like_the_seeds(one_epoch_checkpoint: Path, in_tmp: Path) -> None:
+    model = checkpoints.load_model(one_epoch_checkpoint)
+    client = TestClient(server.create_app(model, one_epoch_checkpoint.name), base_url="http://127.0.0.1:8000")
+    assert client.get("/health").json()["parameters"] == 19_786
+    served = {
+        p.name: client.post("/predict", files={"file": (p.name, p.read_bytes())}).json()["prediction"] for p in PICTURES
+    }
+    rows = _predict_csv(one_epoch_checkpoint, EXAMPLES, in_tmp / "out.csv")
+    assert served == {name: int(rows[name]["prediction"]) for name in served}

@@ -270,7 +270,8 @@ def build(
     describe the subcommands in their --help."""
     config_limits.install()
     set_parsing_settings(import_path_denylist=DENIED_IMPORT_PATHS)  # also turns jsonargparse's policy on
-    header = [f"mnist-lite {shlex.join(args)}"[:10_000], f"mnist-lite=={__version__}"]
+    header = [f"mnist-lite {shlex.join(args)}"[:10_000]] if run else []  # a run's config.yaml: what made it
+    header.append(f"mnist-lite=={__version__}")
     common = {"exit_on_error": exit_on_error, "dump_header": header, "formatter_class": ShortHelp}
     cli_class = _cli_class(args[0] if args else None)
     per_subcommand = {
