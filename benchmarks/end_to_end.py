@@ -1,11 +1,12 @@
-"""The whole `mnist-lite fit --config configs/cpu.yaml` process against the seed's pipeline, in the same run.
+"""Whole `mnist-lite fit` processes side by side: configs/cpu.yaml, configs/one_epoch.yaml on it, and the seed's
+pipeline (benchmarks/seed_pipeline.py), in the same run.
 
-The command is the README's, as people run it: progress bar on, drawing on a terminal (a pseudo-terminal here).
-Each command runs under /usr/bin/time -v, alternated and repeated; reports median wall time, the ratio
-(goal <= 0.6) and the peak resident memory of each. --before SRC adds the same command run on the code of
-another checkout (PYTHONPATH=SRC), alternated with the rest, for a before/after.
+The commands are the README's, as people run them: progress bar on, drawing on a terminal (a pseudo-terminal
+here). Each runs under /usr/bin/time -v, alternated and repeated; reports each one's median wall time, its ratio
+to configs/cpu.yaml's run by run, and its peak resident memory. --before SRC adds configs/cpu.yaml's command run
+on the code of another checkout (PYTHONPATH=SRC).
 
-    python benchmarks/end_to_end.py [--repeats 3] [--before ../old-checkout/src]
+    python benchmarks/end_to_end.py [--repeats 3] [--before ../old-checkout/src] [--json out.json]
 """
 
 import argparse
@@ -16,15 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import CPU, ROOT, median, prepared_workdir, pseudo_terminal
+from common import CPU, ROOT, median, prepared_workdir, pseudo_terminal, record
 
-COMMANDS = {
-    "mnist-lite fit --config configs/cpu.yaml": [
-        shutil.which("mnist-lite") or "mnist-lite",
-        "fit",
-        "--config",
-        CPU,
-    ],
+FIT = [shutil.which("mnist-lite") or "mnist-lite", "fit", "--config", CPU]
+COMMANDS: dict[str, list[str]] = {
+    "mnist-lite fit --config configs/cpu.yaml": FIT,
+    "... --config configs/one_epoch.yaml": [*FIT, "--config", str(ROOT / "configs" / "one_epoch.yaml")],
     "seed pipeline (benchmarks/seed_pipeline.py)": [sys.executable, str(ROOT / "benchmarks" / "seed_pipeline.py")],
 }
 
@@ -43,36 +41,49 @@ def measure(command: list[str], workdir: Path, env: dict[str, str] | None = None
         )
     report = stats.read_text()
     wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", report)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
+    assert wall and rss, report
     hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
-    rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", report).group(1))
-    return hours * 3600 + minutes * 60 + seconds, rss_kib / 1024
+    return hours * 3600 + minutes * 60 + seconds, int(rss.group(1)) / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--before", help="the src/ folder of another checkout, to run the same command on")
+    parser.add_argument("--before", help="the src/ folder of another checkout, to run configs/cpu.yaml's fit on")
+    parser.add_argument("--only", nargs="+", type=int, help="run only these commands, by their place (0, 1, 2)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     workdir = prepared_workdir("mnist-lite-e2e-")
-    commands = {name: (command, None) for name, command in COMMANDS.items()}
+    names = [n for i, n in enumerate(COMMANDS) if args.only is None or i in args.only]
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = {n: (COMMANDS[n], None) for n in names}
     if args.before:
-        ours = next(iter(COMMANDS))
-        env = {**os.environ, "PYTHONPATH": args.before}
-        commands[f"{ours}, code of {args.before}"] = (COMMANDS[ours], env)
-    runs = {name: [] for name in commands}
+        reference = next(iter(COMMANDS))
+        commands[f"{reference}, code of {args.before}"] = (
+            COMMANDS[reference],
+            {**os.environ, "PYTHONPATH": args.before},
+        )
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(args.repeats):
         for name, (command, env) in commands.items():
             runs[name].append(measure(command, workdir, env))
-    print("| command | median wall s | runs (s) | median peak RSS MiB |\n| --- | --- | --- | --- |")
-    for name, results in runs.items():
-        walls = [w for w, _ in results]
-        print(
-            f"| {name} | {median(walls):.2f} | {', '.join(f'{w:.2f}' for w in walls)} "
-            f"| {median([r for _, r in results]):.0f} |"
-        )
-    ours, seed = (runs[name] for name in COMMANDS)  # the first two
-    ratios = [a[0] / b[0] for a, b in zip(ours, seed)]
-    print(f"\nmedian wall-time ratio mnist-lite/seed: {median(ratios):.2f} (goal <= 0.6)")
+    base = runs[names[0]]
+    print(f"| command | median wall s | runs (s) | ratio to {names[0]} (median of run-by-run) | peak RSS MiB |")
+    print("| --- | --- | --- | --- | --- |")
+    results = {}
+    for name, measured in runs.items():
+        walls = [w for w, _ in measured]
+        ratio = median([w / b for (w, _), (b, _) in zip(measured, base)])
+        results[name] = {
+            "wall_s": median(walls),
+            "runs_s": walls,
+            "ratio": ratio,
+            "rss_mib": median([r for _, r in measured]),
+        }
+        shown = ", ".join(f"{w:.2f}" for w in walls)
+        print(f"| {name} | {median(walls):.2f} | {shown} | {ratio:.2f} | {results[name]['rss_mib']:.0f} |")
+    if args.json:
+        record(args.json, "end_to_end", results)
 
 
 if __name__ == "__main__":

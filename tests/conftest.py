@@ -1,10 +1,12 @@
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 
 from mnist_lite import data_source
 from mnist_lite.cli import main
@@ -24,12 +26,24 @@ def _clean_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["mnist-lite"])
 
 
+def _once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder made once per test session, whichever xdist worker asks first: the workers share their base
+    temporary folder's parent, and a file lock lets one make it while the others wait."""
+    root = tmp_path_factory.getbasetemp().parent
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled MNIST extracted once per session; tests that damage files copy it first."""
-    path = tmp_path_factory.mktemp("data")
-    data_source.prepare(path)
-    return path
+    return _once(tmp_path_factory, "data", data_source.prepare)
 
 
 @pytest.fixture
@@ -68,9 +82,18 @@ def one_epoch_checkpoint(data_dir: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny fit (tests/conf/tiny.yaml) shared by the tests that only read its outputs: its run folder."""
-    folder = tmp_path_factory.mktemp("tiny_run")
-    _in(folder, fit_args(TINY, data_dir))
+    folder = _once(tmp_path_factory, "tiny_run", lambda folder: _in(folder, fit_args(TINY, data_dir)))
     return folder / "lightning_logs" / "version_0"
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the tiny fit's checkpoint, in a run folder of its own: for what needs a checkpoint the CLI
+    fitted, but not a good one (the fast tier); what the test writes beside it is the test's alone."""
+    copy = tmp_path_factory.mktemp("tiny") / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(tiny_run / "checkpoints" / "last.ckpt", copy)
+    return copy
 
 
 def _check_fitted_with_cpu_yaml(path: Path) -> None:
@@ -104,6 +127,6 @@ def fitted_checkpoint(request: pytest.FixtureRequest, data_dir: Path, tmp_path_f
         copy.parent.mkdir(parents=True)
         shutil.copyfile(given, copy)
         return copy
-    folder = tmp_path_factory.mktemp("cpu_fit")
-    _in(folder, fit_args(CPU, data_dir, "--trainer.enable_progress_bar=false"))
+    fit = fit_args(CPU, data_dir, "--trainer.enable_progress_bar=false")
+    folder = _once(tmp_path_factory, "cpu_fit", lambda folder: _in(folder, fit))
     return folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"

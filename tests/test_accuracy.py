@@ -12,6 +12,7 @@ from mnist_lite.cli import main
 
 # configs/cpu.yaml is promised to reach this in one epoch; the seed promised 95%.
 MIN_ACCURACY = 0.98
+pytestmark = pytest.mark.slow  # a real fit of configs/cpu.yaml, or CI's
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def test_grid_has_nine_titled_panels(reference: torch.Tensor) -> None:
     assert len(panels) == 9
     assert [ax.get_title().split("\n")[0] for ax in panels] == list(REGISTRY)
     assert all(ax.get_title().endswith("% diff") for ax in panels)
-    assert fig._suptitle.get_text() == "Training image 0: digit 5"
+    assert fig.get_suptitle() == "Training image 0: digit 5"
 
 
 def test_augment_command_writes_a_png(in_tmp: Path, data_dir: Path, capsys) -> None:

@@ -36,6 +36,7 @@ def test_help_lists_every_subcommand_with_its_whole_summary(capsys) -> None:
     assert set(SUBCOMMANDS) == {*TRAINER_SUBCOMMANDS, *commands.NAMES}
 
 
+@pytest.mark.slow
 def test_help_imports_neither_torch_nor_lightning() -> None:
     code = (
         "import sys; from mnist_lite.cli import main; main(['--help']); "
@@ -175,7 +176,7 @@ def test_a_run_records_the_command_that_made_it(in_tmp: Path, data_dir: Path) ->
 def test_the_progress_bar_redraws_every_few_steps_unless_configured(args, refresh_rate, data_dir: Path) -> None:
     built = build(["--config", str(CPU), f"--data.data_dir={data_dir}", "--trainer.logger=false", *args], run=False)
     bars = [c for c in built.trainer.callbacks if isinstance(c, ProgressBar)]
-    assert [bar.refresh_rate for bar in bars] == ([refresh_rate] if refresh_rate else [])  # type: ignore[attr-defined]
+    assert [bar.refresh_rate for bar in bars] == ([refresh_rate] if refresh_rate else [])
 
 
 def test_an_option_typo_is_not_taken_as_a_prefix(in_tmp: Path, capsys) -> None:

@@ -8,7 +8,7 @@ import torch
 from mnist_lite import data_source
 from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.data_source import to_unit_range
-from mnist_lite.datamodule import MNISTDataModule, split_indices
+from mnist_lite.datamodule import InMemoryDigits, MNISTDataModule, split_indices
 from mnist_lite.errors import UserError
 
 from helpers import read_only
@@ -102,8 +102,10 @@ def test_datamodule_holds_the_split_it_names(data_dir: Path) -> None:
     dm.setup("fit")
     images, labels = data_source.load(data_dir, train=True)
     train, val = split_indices(60_000, 5_000, seed=3)
-    assert torch.equal(dm.splits["val"].images, images[val]) and torch.equal(dm.splits["val"].labels, labels[val])
-    assert torch.equal(dm.splits["train"].images, images[train])
+    held, trained = dm.splits["val"], dm.splits["train"]
+    assert isinstance(held, InMemoryDigits) and isinstance(trained, InMemoryDigits)
+    assert torch.equal(held.images, images[val]) and torch.equal(held.labels, labels[val])
+    assert torch.equal(trained.images, images[train])
 
 
 def test_val_size_must_leave_training_images() -> None:

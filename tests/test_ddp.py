@@ -14,12 +14,18 @@ import pytest
 import torch
 
 from mnist_lite.data_source import to_unit_range
-from mnist_lite.datamodule import EpochShuffler, MNISTDataModule
+from mnist_lite.datamodule import EpochShuffler, InMemoryDigits, MNISTDataModule
 
 from helpers import CPU, DDP, TINY
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 LAUNCHERS = ["lightning", "torchrun"]
+
+
+def _train(dm: MNISTDataModule) -> InMemoryDigits:
+    train = dm.splits["train"]
+    assert isinstance(train, InMemoryDigits)
+    return train
 
 
 def _digests(images: torch.Tensor) -> list[str]:
@@ -82,7 +88,7 @@ def ddp_runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 def test_each_rank_sees_a_disjoint_shard_and_together_the_whole_set(launcher, ddp_runs, data_dir: Path) -> None:
     dm = MNISTDataModule(data_dir=str(data_dir))
     dm.setup("fit")
-    everything = sorted(_digests(dm.splits["train"].images))
+    everything = sorted(_digests(_train(dm).images))
     rank0, rank1 = (json.loads((ddp_runs[launcher] / "shards" / f"rank{r}.json").read_text())["0"] for r in (0, 1))
     assert len(rank0) == len(rank1) == len(everything) // 2
     assert not set(rank0) & set(rank1)
@@ -157,7 +163,7 @@ def test_a_run_stopped_mid_epoch_resumes_each_rank_at_its_next_sample(
         _launch(launcher, tmp_path, "fit", *common, _recorder(shards), *extra)
     dm = MNISTDataModule(data_dir=str(data_dir))
     dm.setup("fit")
-    train = dm.splits["train"].images
+    train = _train(dm).images
     for rank in (0, 1):
         order = list(EpochShuffler(len(train), seed=0, rank=rank, world_size=2))[: 30 * 32]
         expected = _digests(train[order])

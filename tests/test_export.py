@@ -25,9 +25,9 @@ def pixels(data_dir: Path) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module", params=["CompactCNN", "OneEpochCNN"])
-def checkpoint(request: pytest.FixtureRequest, fitted_checkpoint: Path, one_epoch_checkpoint: Path) -> Path:
-    """Each of the project's networks, fitted by the CLI."""
-    return fitted_checkpoint if request.param == "CompactCNN" else one_epoch_checkpoint
+def checkpoint(request: pytest.FixtureRequest, tiny_run: Path, one_epoch_checkpoint: Path) -> Path:
+    """Each of the project's networks, fitted by the CLI (on a tiny budget: the test is of export, not of training)."""
+    return tiny_run / "checkpoints" / "last.ckpt" if request.param == "CompactCNN" else one_epoch_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +75,11 @@ print("mnist_lite" in sys.modules)
 )
 
 
-def test_state_dict_loads_into_the_seeds_plain_module(fitted_checkpoint, tmp_path, pixels) -> None:
+@pytest.mark.slow
+def test_state_dict_loads_into_the_seeds_plain_module(tiny_checkpoint, tmp_path, pixels) -> None:
     with torch.inference_mode():
-        reference = load_model(fitted_checkpoint)(pixels)
-    weights = _export(fitted_checkpoint, "state_dict", tmp_path / "weights.pt")
+        reference = load_model(tiny_checkpoint)(pixels)
+    weights = _export(tiny_checkpoint, "state_dict", tmp_path / "weights.pt")
     np.save(tmp_path / "pixels.npy", pixels.numpy())
     result = subprocess.run(
         [sys.executable, "-c", SEED_SCRIPT, str(weights), str(tmp_path / "pixels.npy"), str(tmp_path / "logits.npy")],
@@ -100,37 +101,37 @@ def test_state_dict_loads_into_the_seeds_plain_module(fitted_checkpoint, tmp_pat
     ],
     ids=["missing-checkpoint", "unknown-format", "missing-folder", "device-node"],
 )
-def test_export_bad_input(args, expected, fitted_checkpoint, in_tmp: Path, capsys) -> None:
-    full = ["--ckpt_path", str(fitted_checkpoint), "--output", "model.out", *args]
+def test_export_bad_input(args, expected, tiny_checkpoint, in_tmp: Path, capsys) -> None:
+    full = ["--ckpt_path", str(tiny_checkpoint), "--output", "model.out", *args]
     assert expected in fails(["export", *full], capsys)
     assert not [p for p in in_tmp.rglob("*") if p.is_file()]
 
 
-def test_export_never_replaces_the_checkpoint_or_follows_a_link(fitted_checkpoint, in_tmp: Path, capsys) -> None:
+def test_export_never_replaces_the_checkpoint_or_follows_a_link(tiny_checkpoint, in_tmp: Path, capsys) -> None:
     ckpt = in_tmp / "copy.ckpt"
-    ckpt.write_bytes(fitted_checkpoint.read_bytes())
+    ckpt.write_bytes(tiny_checkpoint.read_bytes())
     for output in (ckpt, in_tmp / "other.ckpt"):
         err = fails(
             ["export", "--ckpt_path", str(ckpt), "--format", "onnx", "--output", str(output), "--overwrite"], capsys
         )
         assert "it names a checkpoint" in err
-    assert ckpt.read_bytes() == fitted_checkpoint.read_bytes() and not (in_tmp / "other.ckpt").exists()
+    assert ckpt.read_bytes() == tiny_checkpoint.read_bytes() and not (in_tmp / "other.ckpt").exists()
     (in_tmp / "elsewhere.txt").write_text("keep me")
     (in_tmp / "link.onnx").symlink_to(in_tmp / "elsewhere.txt")
     assert "it is a link" in fails(["export", "--ckpt_path", str(ckpt), "--output", "link.onnx"], capsys)
     assert (in_tmp / "elsewhere.txt").read_text() == "keep me"
 
 
-def test_export_replaces_an_existing_file_only_when_told(fitted_checkpoint, in_tmp: Path, capsys) -> None:
+def test_export_replaces_an_existing_file_only_when_told(tiny_checkpoint, in_tmp: Path, capsys) -> None:
     (in_tmp / "model.pt").write_text("an earlier export")
-    args = ["export", "--ckpt_path", str(fitted_checkpoint), "--format", "state_dict", "--output", "model.pt"]
+    args = ["export", "--ckpt_path", str(tiny_checkpoint), "--format", "state_dict", "--output", "model.pt"]
     assert "model.pt exists: choose a new --output, or add --overwrite to replace it." in fails(args, capsys)
     assert (in_tmp / "model.pt").read_text() == "an earlier export"
     main([*args, "--overwrite"])
     assert torch.load(in_tmp / "model.pt", weights_only=True).keys() == CompactCNN().state_dict().keys()
 
 
-def test_read_only_output_folder_leaves_nothing(fitted_checkpoint, tmp_path: Path, capsys) -> None:
+def test_read_only_output_folder_leaves_nothing(tiny_checkpoint, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "locked"
     folder.mkdir()
     with read_only(folder):
@@ -138,7 +139,7 @@ def test_read_only_output_folder_leaves_nothing(fitted_checkpoint, tmp_path: Pat
             [
                 "export",
                 "--ckpt_path",
-                str(fitted_checkpoint),
+                str(tiny_checkpoint),
                 "--format",
                 "torchscript",
                 "--output",
@@ -150,11 +151,12 @@ def test_read_only_output_folder_leaves_nothing(fitted_checkpoint, tmp_path: Pat
     assert not list(folder.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "state_dict"])  # TorchScript aborted the process; state_dict raised
-def test_full_disk_when_exporting(fmt: str, fitted_checkpoint: Path, tmp_path: Path) -> None:
+def test_full_disk_when_exporting(fmt: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
     # 20 kB: less than any format needs (50-80 kB).
     result = on_full_disk(
-        tmp_path, "out", "20k", "export", f"--ckpt_path={fitted_checkpoint}", f"--format={fmt}", "--output=out/model"
+        tmp_path, "out", "20k", "export", f"--ckpt_path={tiny_checkpoint}", f"--format={fmt}", "--output=out/model"
     )
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == "mnist-lite: error: cannot write out/model: No space left on device."

@@ -46,7 +46,7 @@ def _mutants(seeds: list[bytes], rng: random.Random) -> Iterator[bytes]:
         yield bytes(data)
 
 
-def _fuzz(seeds: list[bytes], read: Callable[[bytes], object], refusals: tuple[type, ...]) -> int:
+def _fuzz(seeds: list[bytes], read: Callable[[bytes], object], refusals: tuple[type[Exception], ...]) -> int:
     rng = random.Random(0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     end, cases = time.monotonic() + SECONDS, 0

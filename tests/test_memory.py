@@ -14,12 +14,12 @@ from mnist_lite.datamodule import MNISTDataModule
 MB = 2**20
 
 
-def test_fitted_model_and_its_checkpoint_are_under_5_mb(fitted_checkpoint: Path) -> None:
-    net = load_model(fitted_checkpoint).net
+def test_fitted_model_and_its_checkpoint_are_under_5_mb(tiny_checkpoint: Path) -> None:
+    net = load_model(tiny_checkpoint).net
     on_disk = io.BytesIO()
     torch.save(net.state_dict(), on_disk)
     assert on_disk.tell() / MB < 5
-    assert fitted_checkpoint.stat().st_size / MB < 5  # with the optimizer's state and the loops'
+    assert tiny_checkpoint.stat().st_size / MB < 5  # with the optimizer's state and the loops'
 
 
 def test_a_training_batch_of_64_is_under_2_mb(data_dir: Path) -> None:

@@ -27,8 +27,8 @@ def database(request: pytest.FixtureRequest) -> str:
     """The server's URL, and a study name of this test's own (dropped after it)."""
     url = os.environ.get("MNIST_LITE_POSTGRES") or (STATE.read_text().strip() if STATE.exists() else "")
     try:
-        with sqlalchemy.create_engine(url).connect() if url else None:
-            pass
+        if url:
+            sqlalchemy.create_engine(url).connect().close()
     except Exception as e:
         url = f"unreachable: {e}".splitlines()[0]
     if not url or url.startswith("unreachable"):

@@ -69,6 +69,7 @@ def test_both_polarities_odd_sizes_and_rgba_look_alike(mnist_digit: torch.Tensor
         assert abs((image.sum(1) @ ys) / image.sum() - 14) < 1.5
 
 
+@pytest.mark.slow
 def test_predict_reads_every_example_format(fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
     main(predict_args(fitted_checkpoint, str(EXAMPLES)))
     out = capsys.readouterr().out
@@ -97,7 +98,7 @@ def test_predict_reads_every_example_format(fitted_checkpoint: Path, in_tmp: Pat
         assert probs == sorted(probs, reverse=True) and float(r["confidence"]) == probs[0] and r["error"] == ""
 
 
-def test_broken_files_are_reported_and_the_run_goes_on(fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
+def test_broken_files_are_reported_and_the_run_goes_on(tiny_checkpoint: Path, in_tmp: Path, capsys) -> None:
     folder = in_tmp / "mixed"
     folder.mkdir()
     good = (EXAMPLES / "7_dark_on_light_120x160.png").read_bytes()
@@ -107,15 +108,13 @@ def test_broken_files_are_reported_and_the_run_goes_on(fitted_checkpoint: Path, 
     (folder / "notes.txt").write_text("not an image")
     _save(np.full((30, 30), 255, dtype=np.uint8), folder / "blank.png")
     np.save(folder / "wrong_shape.npy", np.zeros((3, 10, 10)))
-    main(predict_args(fitted_checkpoint, str(folder), "--predictions.output=out.csv", "--data.eval_batch_size=2"))
+    main(predict_args(tiny_checkpoint, str(folder), "--predictions.output=out.csv", "--data.eval_batch_size=2"))
     out = capsys.readouterr().out
     assert "Wrote predictions to out.csv: 1 image predicted, 5 could not be read." in out
     table = out.split("Run folder: ")[1].splitlines()[1:]  # what the console shows of them
-    assert table[0].split() == ["file", "digit", "confidence"] and table[1].split()[:2] == [
-        str(folder / "good.png"),
-        "7",
-    ]
-    assert table[2].startswith("digits: 0: 0  1: 0") and "7: 1" in table[2]
+    assert table[0].split() == ["file", "digit", "confidence"]
+    assert table[1].split()[0] == str(folder / "good.png") and table[1].split()[1] in "0123456789"
+    assert table[2].startswith("digits: 0: ") and sum(int(n) for n in table[2].split()[2::2]) == 1
     assert table[3] == "could not read 5:" and f"  {folder / 'notes.txt'}: not a supported file type" in out
     errors = {Path(r["path"]).name: r["error"] for r in csv_rows(in_tmp / "out.csv")}
     assert errors["good.png"] == ""
@@ -125,21 +124,21 @@ def test_broken_files_are_reported_and_the_run_goes_on(fitted_checkpoint: Path, 
     assert "expected (N, 28, 28)" in errors["wrong_shape.npy"]
 
 
-def test_nothing_readable_exits_non_zero(fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
+def test_nothing_readable_exits_non_zero(tiny_checkpoint: Path, in_tmp: Path, capsys) -> None:
     (in_tmp / "bad.png").write_bytes(b"\x89PNG broken")
-    err = fails(predict_args(fitted_checkpoint, "bad.png"), capsys)
+    err = fails(predict_args(tiny_checkpoint, "bad.png"), capsys)
     assert "none of the 1 inputs could be read" in err
 
 
 @pytest.mark.parametrize(("target", "expected"), [("empty", "the folder is empty"), ("missing", "does not exist")])
-def test_empty_or_missing_path_exits_non_zero(target, expected, fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
+def test_empty_or_missing_path_exits_non_zero(target, expected, tiny_checkpoint: Path, in_tmp: Path, capsys) -> None:
     (in_tmp / "empty").mkdir()
-    before = sorted(fitted_checkpoint.parents[1].iterdir())
-    assert expected in fails(predict_args(fitted_checkpoint, target), capsys)
-    assert sorted(fitted_checkpoint.parents[1].iterdir()) == before  # no empty predict folder left behind
+    before = sorted(tiny_checkpoint.parents[1].iterdir())
+    assert expected in fails(predict_args(tiny_checkpoint, target), capsys)
+    assert sorted(tiny_checkpoint.parents[1].iterdir()) == before  # no empty predict folder left behind
 
 
-def test_predictions_are_written_per_batch_not_held(fitted_checkpoint: Path, in_tmp: Path, monkeypatch) -> None:
+def test_predictions_are_written_per_batch_not_held(tiny_checkpoint: Path, in_tmp: Path, monkeypatch) -> None:
     on_disk = []  # the CSV's line count after each batch, read from the file itself
     write = CSVPredictionWriter.write_on_batch_end
 
@@ -149,21 +148,26 @@ def test_predictions_are_written_per_batch_not_held(fitted_checkpoint: Path, in_
         on_disk.append(len(trainer.predict_loop.predictions))
 
     monkeypatch.setattr(CSVPredictionWriter, "write_on_batch_end", counting)
-    main(predict_args(fitted_checkpoint, str(EXAMPLES), "--data.eval_batch_size=3"))
+    main(predict_args(tiny_checkpoint, str(EXAMPLES), "--data.eval_batch_size=3"))
     assert on_disk == [4, 0, 7, 0, 10, 0, 13, 0]  # header + 3 rows per batch, and nothing held in memory
 
 
 def test_images_are_read_lazily_batch_by_batch(tmp_path: Path, monkeypatch) -> None:
     np.save(tmp_path / "many.npy", np.zeros((60_000, 28, 28), dtype=np.uint8))
-    calls = []
-    monkeypatch.setattr(images, "read_image", lambda path, index: calls.append(index) or torch.ones(28, 28))
+    calls: list[int] = []
+
+    def read(path: Path, index: int) -> torch.Tensor:
+        calls.append(index)
+        return torch.ones(28, 28)
+
+    monkeypatch.setattr(images, "read_image", read)
     files = DigitFiles(tmp_path)
     assert len(files) == 60_000 and len(files.files) == 1 and calls == []  # one entry per file, nothing read
     files.__getitems__([5, 59_999])
     assert calls == [5, 59_999]
 
 
-def test_hostile_files_are_error_rows_and_the_run_goes_on(fitted_checkpoint: Path, in_tmp: Path, capsys) -> None:
+def test_hostile_files_are_error_rows_and_the_run_goes_on(tiny_checkpoint: Path, in_tmp: Path, capsys) -> None:
     folder = in_tmp / "hostile"
     folder.mkdir()
     claim = b"\x00\x00\x08\x03" + (2**31 - 1).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
@@ -171,7 +175,7 @@ def test_hostile_files_are_error_rows_and_the_run_goes_on(fitted_checkpoint: Pat
     (folder / "bomb_30000.png").write_bytes(png_header(30_000, 30_000))  # past PIL's own bomb limit
     (folder / "bomb_6000.png").write_bytes(png_header(6_000, 6_000))  # under PIL's, over ours
     (folder / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
-    main(predict_args(fitted_checkpoint, str(folder), "--predictions.output=out.csv"))
+    main(predict_args(tiny_checkpoint, str(folder), "--predictions.output=out.csv"))
     assert "1 image predicted, 3 could not be read" in capsys.readouterr().out
     errors = {Path(r["path"]).name: r["error"] for r in csv_rows(in_tmp / "out.csv")}
     assert "header claims 2147483647 images of 28x28, but the file holds 1,584 bytes" in errors["claims_2e9_images.idx"]
@@ -188,13 +192,13 @@ def test_idx_images_are_read_one_by_one(tmp_path: Path, data_dir: Path) -> None:
         assert torch.equal((read_image(source, index) * 255).round().byte(), test_images[index])
 
 
-def test_file_names_cannot_become_spreadsheet_formulas(fitted_checkpoint: Path, in_tmp: Path) -> None:
+def test_file_names_cannot_become_spreadsheet_formulas(tiny_checkpoint: Path, in_tmp: Path) -> None:
     formula = '=HYPERLINK("x").png'
     (in_tmp / formula).write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
     (in_tmp / "@SUM(A1).png").write_bytes(b"not an image")
-    main(predict_args(fitted_checkpoint, ".", "--predictions.output=out.csv"))
+    main(predict_args(tiny_checkpoint, ".", "--predictions.output=out.csv"))
     rows = {r["path"]: r for r in csv_rows(in_tmp / "out.csv")}
-    assert rows["'" + formula]["prediction"] == "7"
+    assert rows["'" + formula]["prediction"] in "0123456789" and rows["'" + formula]["error"] == ""
     assert "unreadable" in rows["'@SUM(A1).png"]["error"]
 
 
@@ -304,9 +308,7 @@ def test_a_file_swapped_for_a_fifo_after_listing_is_an_error_row(tmp_path: Path)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "folder", "link", "long-name"])
-def test_an_output_that_cannot_take_the_csv_is_one_line(
-    kind: str, fitted_checkpoint: Path, in_tmp: Path, capsys
-) -> None:
+def test_an_output_that_cannot_take_the_csv_is_one_line(kind: str, tiny_checkpoint: Path, in_tmp: Path, capsys) -> None:
     output = {
         "fifo": in_tmp / "out.csv",
         "device": Path("/dev/full"),
@@ -319,6 +321,6 @@ def test_an_output_that_cannot_take_the_csv_is_one_line(
     if kind == "link":
         (in_tmp / "target.txt").write_text("keep me")
         output.symlink_to(in_tmp / "target.txt")
-    err = fails(predict_args(fitted_checkpoint, EXAMPLES, f"--predictions.output={output}"), capsys)
+    err = fails(predict_args(tiny_checkpoint, EXAMPLES, f"--predictions.output={output}"), capsys)
     assert f"--predictions.output {output}: " in err
     assert not (in_tmp / "target.txt").exists() or (in_tmp / "target.txt").read_text() == "keep me"

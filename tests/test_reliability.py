@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
@@ -54,7 +55,7 @@ def _accuracy(ckpt: Path, data_dir: Path) -> float:
 def uninterrupted(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("uninterrupted")
     process = _fit_process(cwd, data_dir)
-    assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert process.wait(timeout=300) == 0, _text(process.stderr)
     return last(cwd / "lightning_logs" / "version_0")
 
 
@@ -70,12 +71,12 @@ def test_stopped_run_resumes_to_the_same_weights(sig, uninterrupted: Path, data_
     code = process.wait(timeout=120)
     assert code == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     if sig == signal.SIGTERM:
-        assert "stopped by SIGTERM; continue with the same command and --ckpt_path last" in process.stderr.read()
+        assert "stopped by SIGTERM; continue with the same command and --ckpt_path last" in _text(process.stderr)
     stopped_at = _step(last(tmp_path / "lightning_logs" / "version_0"))  # loads: not half-written
     assert 0 < stopped_at < TOTAL_STEPS
 
     resumed = _fit_process(tmp_path, data_dir, "--ckpt_path", "last")
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert resumed.wait(timeout=300) == 0, _text(resumed.stderr)
     final = last(tmp_path / "lightning_logs" / "version_1")
     assert _step(final) == _step(uninterrupted) == TOTAL_STEPS
     # Bit-exact on the CPU: the same data order from the stopping batch on, and dropout's RNG restored.
@@ -216,6 +217,7 @@ def test_read_only_data_dir_through_the_cli(tmp_path: Path, capsys) -> None:
         assert f"cannot create {tmp_path}/locked/logs" in err
 
 
+@pytest.mark.slow
 def test_full_disk_when_checkpointing(data_dir: Path, tmp_path: Path) -> None:
     # 120 kB: room for the logs, not for a 180 kB checkpoint.
     result = on_full_disk(tmp_path, "lightning_logs", "120k", "fit", f"--config={TINY}", f"--data.data_dir={data_dir}")
@@ -223,3 +225,11 @@ def test_full_disk_when_checkpointing(data_dir: Path, tmp_path: Path) -> None:
     assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
     assert "mnist-lite: error: cannot write checkpoint" in result.stderr
     assert not [line for line in result.stdout.splitlines() if line.endswith((".ckpt", ".partial"))]
+
+
+def _text(stream: IO[str] | None) -> str:
+    return stream.read() if stream else ""
+
+
+def _line(stream: IO[str] | None) -> str:
+    return stream.readline() if stream else ""

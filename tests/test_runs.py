@@ -73,7 +73,8 @@ def two_runs(in_tmp: Path, data_dir: Path) -> tuple[Path, Path]:
     """version_0, the better model (5 steps), then version_1, the newest and worse one (1 step)."""
     better = tiny_fit(data_dir)
     worse = tiny_fit(data_dir, "--trainer.limit_train_batches=1", "--model.optimizer.init_args.lr=0.0001")
-    assert runs.find_runs()[0].val_acc < runs.find_runs()[1].val_acc  # newest first: version_1, then version_0
+    newest, older = (run.val_acc for run in runs.find_runs())  # newest first: version_1, then version_0
+    assert newest is not None and older is not None and newest < older
     return better, worse
 
 

@@ -223,6 +223,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 
 
+@pytest.mark.slow
 def test_every_hostile_checkpoint_together_costs_little_memory(good: dict, tiny_run: Path, tmp_path: Path) -> None:
     paths = [str(_hostile(kind, good, tmp_path)[0]) for kind in KINDS]
     done = subprocess.run(
@@ -316,6 +317,7 @@ def test_a_network_too_large_to_build_costs_nothing_as_a_program(good: dict, in_
         text=True,
     )
     _, status, usage = os.wait4(process.pid, 0)
+    assert process.stderr is not None
     err = process.stderr.read()
     assert os.waitstatus_to_exitcode(status) == 1
     assert "does not match the network it describes" in err

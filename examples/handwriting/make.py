@@ -42,8 +42,8 @@ def draw(image: np.ndarray, size: int, stroke: str, dark_on_light: bool) -> np.n
         ink = F.max_pool2d(ink, width, stride=1, padding=width // 2)
     elif stroke == "thinner":
         ink = -F.max_pool2d(-ink, width, stride=1, padding=width // 2)
-    ink = ink[0, 0].clamp(0, 1).numpy()
-    return ((1 - ink if dark_on_light else ink) * 255).round().astype(np.uint8)
+    pixels = ink[0, 0].clamp(0, 1).numpy()
+    return ((1 - pixels if dark_on_light else pixels) * 255).round().astype(np.uint8)
 
 
 def main(folder: Path) -> None:

@@ -118,7 +118,7 @@ class MNISTDataModule(LightningDataModule):
             )
         self.save_hyperparameters()
         self.augment = TrainingAugmentation(augment) if augment else None
-        self.splits: dict[str, Dataset] = {}
+        self.splits: dict[str, InMemoryDigits | DigitFiles] = {}
 
     def prepare_data(self) -> None:
         if self.trainer is None or not self.trainer.predicting or self.hparams.predict_path is None:
@@ -139,7 +139,7 @@ class MNISTDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        size = len(self.splits["train"])  # type: ignore[arg-type]  # InMemoryDigits has a len
+        size = len(self.splits["train"])
         sampler = EpochShuffler(size, torch.initial_seed(), rank, world_size, self._samples_done_this_epoch)
         return self._loader("train", self.hparams.batch_size, sampler=sampler)
 
