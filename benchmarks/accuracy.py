@@ -5,42 +5,34 @@ python benchmarks/accuracy.py --config configs/cpu.yaml --seeds 0 1 2
 python benchmarks/accuracy.py --config configs/cpu.yaml --config configs/best.yaml --seeds 0 1 2
 """
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
-from common import build, quiet, record
+from common import arguments, build, quiet, recorded
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--config", action="append", required=True, help="repeatable, as for mnist-lite fit")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args, overrides = parser.parse_known_args()  # the rest are mnist-lite fit options, e.g. --trainer.max_epochs=3
-    quiet()
-    configs = [a for c in args.config for a in ("--config", c)]
-    print(f"{' + '.join(args.config)} {' '.join(overrides)}")
-    print("| seed | val accuracy | test accuracy | fit s | fit CPU s |")
-    print("| --- | --- | --- | --- | --- |")
-    vals, tests, cpus = [], [], []
-    for seed in args.seeds:
-        trainer, model, dm = build(*configs, f"--seed_everything={seed}", *overrides)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        trainer.fit(model, datamodule=dm)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        vals.append(float(trainer.callback_metrics["val_acc"]))  # of the final weights (EMA: the average's)
-        tests.append(trainer.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
-        cpus.append(cpu)
-        print(f"| {seed} | {vals[-1]:.2%} | {tests[-1]:.2%} | {seconds:.0f} | {cpu:.0f} |", flush=True)
-    print(f"| mean | {statistics.mean(vals):.2%} | {statistics.mean(tests):.2%} | | {statistics.mean(cpus):.0f} |")
-    if args.json:
-        rows = [
-            {"seed": s, "val_acc": v, "test_acc": t, "fit_cpu_s": c}
-            for s, v, t, c in zip(args.seeds, vals, tests, cpus)
-        ]
-        record(args.json, "accuracy", {"configs": args.config, "overrides": overrides, "seeds": rows})
+    with recorded(args.json, "accuracy"):
+        quiet()
+        configs = [a for c in args.config for a in ("--config", c)]
+        print(f"{' + '.join(args.config)} {' '.join(overrides)}")
+        print("| seed | val accuracy | test accuracy | fit s | fit CPU s |")
+        print("| --- | --- | --- | --- | --- |")
+        vals, tests, cpus = [], [], []
+        for seed in args.seeds:
+            trainer, model, dm = build(*configs, f"--seed_everything={seed}", *overrides)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            trainer.fit(model, datamodule=dm)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            vals.append(float(trainer.callback_metrics["val_acc"]))  # of the final weights (EMA: the average's)
+            tests.append(trainer.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
+            cpus.append(cpu)
+            print(f"| {seed} | {vals[-1]:.2%} | {tests[-1]:.2%} | {seconds:.0f} | {cpu:.0f} |", flush=True)
+        print(f"| mean | {statistics.mean(vals):.2%} | {statistics.mean(tests):.2%} | | {statistics.mean(cpus):.0f} |")
 
 
 if __name__ == "__main__":

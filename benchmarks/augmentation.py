@@ -7,15 +7,13 @@
     python benchmarks/augmentation.py [--repeats 3] [--epochs 3]
 """
 
-import argparse
-
 import torch
 
 from mnist_lite import data_source
 from mnist_lite.augmentations import warp
 from mnist_lite.data_source import to_unit_range
 
-from common import CPU, ROOT, build, median, quiet, timed
+from common import CPU, ROOT, arguments, build, median, quiet, recorded, timed
 
 AUGMENTED = str(ROOT / "configs" / "augmented.yaml")
 
@@ -44,34 +42,35 @@ def epoch_seconds(*configs: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    quiet()
+    with recorded(args.json, "augmentation"):
+        quiet()
 
-    plain, augmented = [], []
-    for _ in range(args.repeats):
-        plain.append(epoch_seconds(CPU))
-        augmented.append(epoch_seconds(CPU, AUGMENTED))
-    ratios = [a / p for a, p in zip(augmented, plain)]
-    print("| one epoch | median s | runs (s) |\n| --- | --- | --- |")
-    print(f"| without augmentation | {median(plain):.2f} | {', '.join(f'{t:.2f}' for t in plain)} |")
-    print(f"| with configs/augmented.yaml | {median(augmented):.2f} | {', '.join(f'{t:.2f}' for t in augmented)} |")
-    print(f"\nmedian ratio with/without: {median(ratios):.2f} (goal <= 1.3)\n")
+        plain, augmented = [], []
+        for _ in range(args.repeats):
+            plain.append(epoch_seconds(CPU))
+            augmented.append(epoch_seconds(CPU, AUGMENTED))
+        ratios = [a / p for a, p in zip(augmented, plain)]
+        print("| one epoch | median s | runs (s) |\n| --- | --- | --- |")
+        print(f"| without augmentation | {median(plain):.2f} | {', '.join(f'{t:.2f}' for t in plain)} |")
+        print(f"| with configs/augmented.yaml | {median(augmented):.2f} | {', '.join(f'{t:.2f}' for t in augmented)} |")
+        print(f"\nmedian ratio with/without: {median(ratios):.2f} (goal <= 1.3)\n")
 
-    data_source.prepare("data")  # the configs' data_dir
-    images, labels = data_source.load("data", train=False)
-    moved = shifted(images)
-    print(f"| trained {args.epochs} epochs, seed 0 | clean test | shifted test (+-20 deg, +-3 px) |")
-    print("| --- | --- | --- |")
-    for name, configs in (("without augmentation", [CPU]), ("with configs/augmented.yaml", [CPU, AUGMENTED])):
-        extra = [a for c in configs for a in ("--config", c)]
-        trainer, model, dm = build(*extra, f"--trainer.max_epochs={args.epochs}")
-        trainer.fit(model, datamodule=dm)
-        clean = accuracy(model, to_unit_range(images), labels)
-        robust = accuracy(model, moved, labels)
-        print(f"| {name} | {clean:.2%} | {robust:.2%} |")
+        data_source.prepare("data")  # the configs' data_dir
+        images, labels = data_source.load("data", train=False)
+        moved = shifted(images)
+        print(f"| trained {args.epochs} epochs, seed 0 | clean test | shifted test (+-20 deg, +-3 px) |")
+        print("| --- | --- | --- |")
+        for name, configs in (("without augmentation", [CPU]), ("with configs/augmented.yaml", [CPU, AUGMENTED])):
+            extra = [a for c in configs for a in ("--config", c)]
+            trainer, model, dm = build(*extra, f"--trainer.max_epochs={args.epochs}")
+            trainer.fit(model, datamodule=dm)
+            clean = accuracy(model, to_unit_range(images), labels)
+            robust = accuracy(model, moved, labels)
+            print(f"| {name} | {clean:.2%} | {robust:.2%} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Helpers shared by the benchmark scripts: building the project's own objects from its configs, timing, and
 recording a result as JSON with when, where and on what it was measured."""
 
+import argparse
 import contextlib
+import io
 import json
 import logging
 import os
@@ -103,9 +105,33 @@ def machine() -> dict[str, Any]:
     }
 
 
-def record(path: Path, benchmark: str, results: Any) -> None:
-    """Write ``results`` to ``path`` as JSON, with the date, commit, machine, versions and command that made them
-    (docs/performance.md is rendered from these files by benchmarks/render.py)."""
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser, with the --json every benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="also write what is printed, stamped, here (docs/performance.md)")
+    return parser
+
+
+class _Tee(io.StringIO):
+    def __init__(self, out: Any) -> None:
+        super().__init__()
+        self.out = out
+
+    def write(self, text: str) -> int:
+        self.out.write(text)
+        self.out.flush()
+        return super().write(text)
+
+
+@contextlib.contextmanager
+def recorded(path: Path | None, benchmark: str) -> Iterator[None]:
+    """Print as usual; with a path, also write the printed lines as JSON, with the date, commit, machine, versions
+    and command that made them (benchmarks/render.py puts them in the docs)."""
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        yield
+    if path is None:
+        return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
@@ -115,10 +141,10 @@ def record(path: Path, benchmark: str, results: Any) -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "commit": commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else ""),
         "machine": machine(),
-        "versions": {name: version(name) for name in ("mnist-lite", "torch", "lightning", "torchvision")},
+        "versions": {name: version(name) for name in ("mnist-lite", "torch", "lightning")},
         "python": platform.python_version(),
-        "command": "python " + " ".join(["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "results": results,
+        "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "output": tee.getvalue().splitlines(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -9,7 +9,6 @@ on the code of another checkout (PYTHONPATH=SRC).
     python benchmarks/end_to_end.py [--repeats 3] [--before ../old-checkout/src] [--json out.json]
 """
 
-import argparse
 import os
 import re
 import shutil
@@ -17,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import CPU, ROOT, median, prepared_workdir, pseudo_terminal, record
+from common import CPU, ROOT, arguments, median, prepared_workdir, pseudo_terminal, recorded
 
 FIT = [shutil.which("mnist-lite") or "mnist-lite", "fit", "--config", CPU]
 COMMANDS: dict[str, list[str]] = {
@@ -48,42 +47,40 @@ def measure(command: list[str], workdir: Path, env: dict[str, str] | None = None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", help="the src/ folder of another checkout, to run configs/cpu.yaml's fit on")
     parser.add_argument("--only", nargs="+", type=int, help="run only these commands, by their place (0, 1, 2)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    workdir = prepared_workdir("mnist-lite-e2e-")
-    names = [n for i, n in enumerate(COMMANDS) if args.only is None or i in args.only]
-    commands: dict[str, tuple[list[str], dict[str, str] | None]] = {n: (COMMANDS[n], None) for n in names}
-    if args.before:
-        reference = next(iter(COMMANDS))
-        commands[f"{reference}, code of {args.before}"] = (
-            COMMANDS[reference],
-            {**os.environ, "PYTHONPATH": args.before},
-        )
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-    for _ in range(args.repeats):
-        for name, (command, env) in commands.items():
-            runs[name].append(measure(command, workdir, env))
-    base = runs[names[0]]
-    print(f"| command | median wall s | runs (s) | ratio to {names[0]} (median of run-by-run) | peak RSS MiB |")
-    print("| --- | --- | --- | --- | --- |")
-    results = {}
-    for name, measured in runs.items():
-        walls = [w for w, _ in measured]
-        ratio = median([w / b for (w, _), (b, _) in zip(measured, base)])
-        results[name] = {
-            "wall_s": median(walls),
-            "runs_s": walls,
-            "ratio": ratio,
-            "rss_mib": median([r for _, r in measured]),
-        }
-        shown = ", ".join(f"{w:.2f}" for w in walls)
-        print(f"| {name} | {median(walls):.2f} | {shown} | {ratio:.2f} | {results[name]['rss_mib']:.0f} |")
-    if args.json:
-        record(args.json, "end_to_end", results)
+    with recorded(args.json, "end_to_end"):
+        workdir = prepared_workdir("mnist-lite-e2e-")
+        names = [n for i, n in enumerate(COMMANDS) if args.only is None or i in args.only]
+        commands: dict[str, tuple[list[str], dict[str, str] | None]] = {n: (COMMANDS[n], None) for n in names}
+        if args.before:
+            reference = next(iter(COMMANDS))
+            commands[f"{reference}, code of {args.before}"] = (
+                COMMANDS[reference],
+                {**os.environ, "PYTHONPATH": args.before},
+            )
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for _ in range(args.repeats):
+            for name, (command, env) in commands.items():
+                runs[name].append(measure(command, workdir, env))
+        base = runs[names[0]]
+        print(f"| command | median wall s | runs (s) | ratio to {names[0]} (median of run-by-run) | peak RSS MiB |")
+        print("| --- | --- | --- | --- | --- |")
+        results = {}
+        for name, measured in runs.items():
+            walls = [w for w, _ in measured]
+            ratio = median([w / b for (w, _), (b, _) in zip(measured, base)])
+            results[name] = {
+                "wall_s": median(walls),
+                "runs_s": walls,
+                "ratio": ratio,
+                "rss_mib": median([r for _, r in measured]),
+            }
+            shown = ", ".join(f"{w:.2f}" for w in walls)
+            print(f"| {name} | {median(walls):.2f} | {shown} | {ratio:.2f} | {results[name]['rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ examples/handwriting/make.py draws, for each checkpoint given, overall and by si
     python benchmarks/handwriting.py CKPT [CKPT ...] [--json out.json]
 """
 
-import argparse
 import csv
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from common import ROOT, record
+from common import ROOT, arguments, recorded
 
 sys.path.insert(0, str(ROOT / "examples" / "handwriting"))
 import make
@@ -36,20 +35,18 @@ def score(ckpt: Path, folder: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("ckpts", type=Path, nargs="+")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch) / "set"
-        make.main(folder)
-        results = {str(ckpt): score(ckpt, folder) for ckpt in args.ckpts}
-    keys = ["all", *(f"{s} px" for s in make.SIZES), *make.STROKES, "dark on light", "light on dark", "png", "jpg"]
-    print("| checkpoint | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 1))
-    for ckpt, accuracy in results.items():
-        print(f"| {ckpt} | " + " | ".join(f"{accuracy[k]:.1%}" for k in keys) + " |")
-    if args.json:
-        record(args.json, "handwriting", results)
+    with recorded(args.json, "handwriting"):
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch) / "set"
+            make.main(folder)
+            results = {str(ckpt): score(ckpt, folder) for ckpt in args.ckpts}
+        keys = ["all", *(f"{s} px" for s in make.SIZES), *make.STROKES, "dark on light", "light on dark", "png", "jpg"]
+        print("| checkpoint | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 1))
+        for ckpt, accuracy in results.items():
+            print(f"| {ckpt} | " + " | ".join(f"{accuracy[k]:.1%}" for k in keys) + " |")
 
 
 if __name__ == "__main__":

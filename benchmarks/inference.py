@@ -7,7 +7,6 @@ p50 and p99 over --calls calls (goal p50 <= 0.3 ms); batched throughput at batch
     python benchmarks/inference.py --ckpt lightning_logs/version_0/checkpoints/last.ckpt
 """
 
-import argparse
 import statistics
 import time
 
@@ -17,50 +16,53 @@ from mnist_lite import data_source
 from mnist_lite.checkpoints import load_model
 from mnist_lite.data_source import to_unit_range
 
-from common import build, quiet, timed
+from common import arguments, build, quiet, recorded, timed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
-    quiet()
-    data_source.prepare("data")
-    images, _ = data_source.load("data", train=False)
-    model = load_model(args.ckpt)
+    with recorded(args.json, "inference"):
+        quiet()
+        data_source.prepare("data")
+        images, _ = data_source.load("data", train=False)
+        model = load_model(args.ckpt)
 
-    def predict(batch: torch.Tensor) -> torch.Tensor:
-        return model(to_unit_range(batch)).softmax(dim=1)
+        def predict(batch: torch.Tensor) -> torch.Tensor:
+            return model(to_unit_range(batch)).softmax(dim=1)
 
-    latencies = []
-    with torch.inference_mode():
-        for i in range(200):  # warm-up
-            predict(images[i : i + 1])
-        for i in range(args.calls):
-            image = images[i % len(images)].unsqueeze(0)
-            start = time.perf_counter()
-            predict(image)
-            latencies.append(time.perf_counter() - start)
-        latencies.sort()
-        p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-        print(f"| single image ({args.calls} calls) | p50 {p50 * 1e3:.3f} ms | p99 {p99 * 1e3:.3f} ms |")
-        for batch_size in (256, 1000):
-            chunks = images.split(batch_size)
+        latencies = []
+        with torch.inference_mode():
+            for i in range(200):  # warm-up
+                predict(images[i : i + 1])
+            for i in range(args.calls):
+                image = images[i % len(images)].unsqueeze(0)
+                start = time.perf_counter()
+                predict(image)
+                latencies.append(time.perf_counter() - start)
+            latencies.sort()
+            p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+            print(f"| single image ({args.calls} calls) | p50 {p50 * 1e3:.3f} ms | p99 {p99 * 1e3:.3f} ms |")
+            for batch_size in (256, 1000):
+                chunks = images.split(batch_size)
 
-            def one_pass(chunks: tuple[torch.Tensor, ...] = chunks) -> None:
-                for chunk in chunks:
-                    predict(chunk)
+                def one_pass(chunks: tuple[torch.Tensor, ...] = chunks) -> None:
+                    for chunk in chunks:
+                        predict(chunk)
 
-            rates = [len(images) / timed(one_pass) for _ in range(5)]
-            print(f"| batch {batch_size} | {statistics.median(rates):,.0f} images/s (median of 5 passes over 10k) | |")
+                rates = [len(images) / timed(one_pass) for _ in range(5)]
+                print(
+                    f"| batch {batch_size} | {statistics.median(rates):,.0f} images/s (median of 5 passes over 10k) | |"
+                )
 
-    trainer, classifier, dm = build("--config", "configs/cpu.yaml")
-    classifier.net.load_state_dict(model.net.state_dict())
-    dm.prepare_data()
-    dm.setup("test")
-    test_seconds = [timed(lambda: trainer.test(classifier, datamodule=dm, verbose=False)) for _ in range(3)]
-    print(f"| mnist-lite test loop, 10k images | {statistics.median(test_seconds):.2f} s (median of 3) | |")
+        trainer, classifier, dm = build("--config", "configs/cpu.yaml")
+        classifier.net.load_state_dict(model.net.state_dict())
+        dm.prepare_data()
+        dm.setup("test")
+        test_seconds = [timed(lambda: trainer.test(classifier, datamodule=dm, verbose=False)) for _ in range(3)]
+        print(f"| mnist-lite test loop, 10k images | {statistics.median(test_seconds):.2f} s (median of 3) | |")
 
 
 if __name__ == "__main__":

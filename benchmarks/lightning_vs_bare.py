@@ -8,14 +8,12 @@ alternated and repeated; the median ratio is the figure (goal <= 1.15).
     python benchmarks/lightning_vs_bare.py [--repeats 5]
 """
 
-import argparse
-
 import torch
 from torch.nn import functional as F
 
 from mnist_lite.network import MEAN, STD
 
-from common import CPU, SCRATCH, build, median, quiet, timed
+from common import CPU, SCRATCH, arguments, build, median, quiet, recorded, timed
 
 FIT = ["--config", CPU, "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={SCRATCH}"]
 
@@ -62,19 +60,20 @@ def bare_epoch() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    quiet()
-    bare, lightning = [], []
-    for _ in range(args.repeats):
-        bare.append(bare_epoch())
-        lightning.append(lightning_epoch())
-    ratios = [lt / b for lt, b in zip(lightning, bare)]
-    print("| one epoch + validation | median s | runs (s) |\n| --- | --- | --- |")
-    print(f"| bare PyTorch loop | {median(bare):.2f} | {', '.join(f'{t:.2f}' for t in bare)} |")
-    print(f"| mnist-lite fit (Lightning) | {median(lightning):.2f} | {', '.join(f'{t:.2f}' for t in lightning)} |")
-    print(f"\nmedian ratio Lightning/bare: {median(ratios):.3f} (goal <= 1.15)")
+    with recorded(args.json, "lightning_vs_bare"):
+        quiet()
+        bare, lightning = [], []
+        for _ in range(args.repeats):
+            bare.append(bare_epoch())
+            lightning.append(lightning_epoch())
+        ratios = [lt / b for lt, b in zip(lightning, bare)]
+        print("| one epoch + validation | median s | runs (s) |\n| --- | --- | --- |")
+        print(f"| bare PyTorch loop | {median(bare):.2f} | {', '.join(f'{t:.2f}' for t in bare)} |")
+        print(f"| mnist-lite fit (Lightning) | {median(lightning):.2f} | {', '.join(f'{t:.2f}' for t in lightning)} |")
+        print(f"\nmedian ratio Lightning/bare: {median(ratios):.3f} (goal <= 1.15)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ are alternated and repeated; medians.
     python benchmarks/progress_bar.py [--repeats 5] [--rates 1 10 20 50]
 """
 
-import argparse
 import contextlib
 import io
 import os
@@ -19,7 +18,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from mnist_lite.lightning_cli import PROGRESS_REFRESH_STEPS, build
 
-from common import CPU, SCRATCH, median, pseudo_terminal, quiet, timed
+from common import CPU, SCRATCH, arguments, median, pseudo_terminal, quiet, recorded, timed
 
 
 @contextlib.contextmanager
@@ -62,28 +61,31 @@ def epoch(rate: int) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rates", type=int, nargs="+", default=sorted({1, 10, PROGRESS_REFRESH_STEPS, 50}))
     args = parser.parse_args()
-    quiet()
-    runs: dict[int, list[tuple[float, float, int]]] = {rate: [] for rate in args.rates}
-    for _ in range(args.repeats):
-        for rate in args.rates:
-            runs[rate].append(epoch(rate))
-    print("| progress bar | median epoch s | in the bar, ms per step | share of the epoch | shares of each run |")
-    print("| --- | --- | --- | --- | --- |")
-    for rate, results in runs.items():
-        name = f"redraw every {rate} step{'s' * (rate > 1)}"
-        if rate == PROGRESS_REFRESH_STEPS:
-            name += " (mnist-lite's default)"
-        elif rate == 1:
-            name += " (Lightning's default)"
-        shares = [bar / seconds for seconds, bar, _ in results]
-        per_step = median([bar / steps * 1000 for _, bar, steps in results])
-        each = ", ".join(f"{share:.1%}" for share in shares)
-        print(f"| {name} | {median([r[0] for r in results]):.2f} | {per_step:.3f} | {median(shares):.1%} | {each} |")
-    print(f"\n{results[0][2]} training steps per epoch; goal: the default bar costs < 2% of the epoch")
+    with recorded(args.json, "progress_bar"):
+        quiet()
+        runs: dict[int, list[tuple[float, float, int]]] = {rate: [] for rate in args.rates}
+        for _ in range(args.repeats):
+            for rate in args.rates:
+                runs[rate].append(epoch(rate))
+        print("| progress bar | median epoch s | in the bar, ms per step | share of the epoch | shares of each run |")
+        print("| --- | --- | --- | --- | --- |")
+        for rate, results in runs.items():
+            name = f"redraw every {rate} step{'s' * (rate > 1)}"
+            if rate == PROGRESS_REFRESH_STEPS:
+                name += " (mnist-lite's default)"
+            elif rate == 1:
+                name += " (Lightning's default)"
+            shares = [bar / seconds for seconds, bar, _ in results]
+            per_step = median([bar / steps * 1000 for _, bar, steps in results])
+            each = ", ".join(f"{share:.1%}" for share in shares)
+            print(
+                f"| {name} | {median([r[0] for r in results]):.2f} | {per_step:.3f} | {median(shares):.1%} | {each} |"
+            )
+        print(f"\n{results[0][2]} training steps per epoch; goal: the default bar costs < 2% of the epoch")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ no request failed.
     python benchmarks/serve.py --ckpt lightning_logs/version_0/checkpoints/last.ckpt
 """
 
-import argparse
 import base64
 import io
 import json
@@ -29,7 +28,7 @@ from PIL import Image, ImageDraw
 from mnist_lite import server
 from mnist_lite.checkpoints import load_model
 
-from common import quiet
+from common import arguments, quiet, recorded
 
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -76,40 +75,41 @@ def wrk(url: str, script: Path, clients: int, seconds: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="serve --workers, one server each")
     parser.add_argument("--seconds", type=int, default=10, help="how long each client count runs")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("benchmarks/serve.py needs wrk: apt-get install wrk")
-    quiet()
-    png = canvas_png()
-    p50, p99 = in_process(args.ckpt, png)
-    print(f"in-process (decode, preprocess, model, preview): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    with recorded(args.json, "serve"):
+        if shutil.which("wrk") is None:
+            sys.exit("benchmarks/serve.py needs wrk: apt-get install wrk")
+        quiet()
+        png = canvas_png()
+        p50, p99 = in_process(args.ckpt, png)
+        print(f"in-process (decode, preprocess, model, preview): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
-    scratch = Path(tempfile.mkdtemp(prefix="mnist-lite-serve-bench-"))
-    body = scratch / "body.json"
-    body.write_text(json.dumps({"image": "data:image/png;base64," + base64.b64encode(png).decode()}))
-    script = scratch / "post.lua"
-    script.write_text(LUA.format(body=body))
-    print(f"{'workers':>7} {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6}")
-    for workers in args.workers:
-        command = [sys.executable, "-m", "mnist_lite", "serve", "--ckpt_path", args.ckpt, "--port", "0"]
-        process = subprocess.Popen([*command, "--workers", str(workers)], stdout=subprocess.PIPE, text=True)
-        try:
-            url = process.stdout.readline().split(" at ")[1].split()[0] + "predict"  # type: ignore[union-attr]
-            wrk(url, script, 2 * workers, 5)  # warm-up: every worker started and ready
-            for clients in args.clients:
-                r = wrk(url, script, clients, args.seconds)
-                print(
-                    f"{workers:>7} {clients:>7} {r['requests']:>8.0f} {r['rate']:>7.0f} "
-                    f"{r['p50']:>7.2f} {r['p99']:>7.2f} {r['failed']:>6.0f}"
-                )
-        finally:
-            process.terminate()
-            process.wait()
+        scratch = Path(tempfile.mkdtemp(prefix="mnist-lite-serve-bench-"))
+        body = scratch / "body.json"
+        body.write_text(json.dumps({"image": "data:image/png;base64," + base64.b64encode(png).decode()}))
+        script = scratch / "post.lua"
+        script.write_text(LUA.format(body=body))
+        print(f"{'workers':>7} {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6}")
+        for workers in args.workers:
+            command = [sys.executable, "-m", "mnist_lite", "serve", "--ckpt_path", args.ckpt, "--port", "0"]
+            process = subprocess.Popen([*command, "--workers", str(workers)], stdout=subprocess.PIPE, text=True)
+            try:
+                url = process.stdout.readline().split(" at ")[1].split()[0] + "predict"  # type: ignore[union-attr]
+                wrk(url, script, 2 * workers, 5)  # warm-up: every worker started and ready
+                for clients in args.clients:
+                    r = wrk(url, script, clients, args.seconds)
+                    print(
+                        f"{workers:>7} {clients:>7} {r['requests']:>8.0f} {r['rate']:>7.0f} "
+                        f"{r['p50']:>7.2f} {r['p99']:>7.2f} {r['failed']:>6.0f}"
+                    )
+            finally:
+                process.terminate()
+                process.wait()
 
 
 if __name__ == "__main__":

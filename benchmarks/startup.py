@@ -7,7 +7,6 @@ Each is a fresh process, repeated and alternated with the same command on the co
     python benchmarks/startup.py --ckpt CKPT [--repeats 5] [--before ../old-checkout/src] [--json out.json]
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import ROOT, median, record
+from common import ROOT, arguments, median, recorded
 
 
 def _env(src: Path | None) -> dict[str, str]:
@@ -64,36 +63,34 @@ def _serve(ckpt: Path, src: Path | None, workdir: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--ckpt", type=Path, required=True, help="a checkpoint for serve")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--before", type=Path, help="the src/ folder of another checkout, measured alternately")
-    parser.add_argument("--json", type=Path, help="also write the results here (benchmarks/README.md)")
     args = parser.parse_args()
-    codes = {"this checkout": None, **({f"before ({args.before})": args.before} if args.before else {})}
-    results: dict[str, dict[str, list[float]]] = {name: {} for name in codes}
-    workdir = Path(args.ckpt).resolve().parent
-    for _ in range(args.repeats):
-        for name, src in codes.items():
-            measured = results[name]
-            measured.setdefault("mnist-lite --help (s)", []).append(_wall(["--help"], src)[0])
-            seconds, text = _wall(["fit", "--help"], src)
-            measured.setdefault("mnist-lite fit --help (s)", []).append(seconds)
-            measured.setdefault("fit --help lines", []).append(len(text.splitlines()))
-            seconds, rss = _serve(args.ckpt.resolve(), src, workdir)
-            measured.setdefault("serve: start to first answer (s)", []).append(seconds)
-            measured.setdefault("serve: memory of the worker (MB)", []).append(rss)
-    rows = list(next(iter(results.values())))
-    print("| measure | " + " | ".join(codes) + (" | ratio |" if len(codes) == 2 else " |"))
-    print("| --- " * (len(codes) + 1 + (len(codes) == 2)) + "|")
-    for row in rows:
-        values = [median(results[name][row]) for name in codes]
-        ratio = f" | {values[0] / values[1]:.2f} |" if len(values) == 2 else " |"
-        print(f"| {row} | " + " | ".join(f"{v:.2f}" if v < 100 else f"{v:.0f}" for v in values) + ratio)
-    lines = len((ROOT / "src" / "mnist_lite" / "cli.py").read_text().splitlines())
-    print(f"\nsrc/mnist_lite/cli.py: {lines} lines")
-    if args.json:
-        record(args.json, "startup", {name: {row: median(v) for row, v in m.items()} for name, m in results.items()})
+    with recorded(args.json, "startup"):
+        codes = {"this checkout": None, **({f"before ({args.before})": args.before} if args.before else {})}
+        results: dict[str, dict[str, list[float]]] = {name: {} for name in codes}
+        workdir = Path(args.ckpt).resolve().parent
+        for _ in range(args.repeats):
+            for name, src in codes.items():
+                measured = results[name]
+                measured.setdefault("mnist-lite --help (s)", []).append(_wall(["--help"], src)[0])
+                seconds, text = _wall(["fit", "--help"], src)
+                measured.setdefault("mnist-lite fit --help (s)", []).append(seconds)
+                measured.setdefault("fit --help lines", []).append(len(text.splitlines()))
+                seconds, rss = _serve(args.ckpt.resolve(), src, workdir)
+                measured.setdefault("serve: start to first answer (s)", []).append(seconds)
+                measured.setdefault("serve: memory of the worker (MB)", []).append(rss)
+        rows = list(next(iter(results.values())))
+        print("| measure | " + " | ".join(codes) + (" | ratio |" if len(codes) == 2 else " |"))
+        print("| --- " * (len(codes) + 1 + (len(codes) == 2)) + "|")
+        for row in rows:
+            values = [median(results[name][row]) for name in codes]
+            ratio = f" | {values[0] / values[1]:.2f} |" if len(values) == 2 else " |"
+            print(f"| {row} | " + " | ".join(f"{v:.2f}" if v < 100 else f"{v:.0f}" for v in values) + ratio)
+        lines = len((ROOT / "src" / "mnist_lite" / "cli.py").read_text().splitlines())
+        print(f"\nsrc/mnist_lite/cli.py: {lines} lines")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,13 @@ then the same again while one other CPU-bound process runs beside it. Reports me
     python benchmarks/threads.py [--repeats 3]
 """
 
-import argparse
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import CPU, median, prepared_workdir
+from common import CPU, arguments, median, prepared_workdir, recorded
 
 BUSY = "while True: pass"  # one other job: a process that keeps one core busy
 
@@ -28,26 +27,27 @@ def fit(threads: int | None, workdir: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    workdir = prepared_workdir("mnist-lite-threads-")
-    cores = os.cpu_count() or 1
-    settings: list[int | None] = [None, 1, cores]
-    print("| machine | threads | median wall s | runs (s) |\n| --- | --- | --- | --- |")
-    for state in ("idle", "busy"):
-        busy = subprocess.Popen([sys.executable, "-c", BUSY]) if state == "busy" else None
-        try:
-            runs: dict[int | None, list[float]] = {n: [] for n in settings}
-            for _ in range(args.repeats):
-                for n in settings:
-                    runs[n].append(fit(n, workdir))
-        finally:
-            if busy is not None:
-                busy.kill()
-        for n in settings:
-            name = n or "default (free cores)"
-            print(f"| {state} | {name} | {median(runs[n]):.1f} | {', '.join(f'{t:.1f}' for t in runs[n])} |")
+    with recorded(args.json, "threads"):
+        workdir = prepared_workdir("mnist-lite-threads-")
+        cores = os.cpu_count() or 1
+        settings: list[int | None] = [None, 1, cores]
+        print("| machine | threads | median wall s | runs (s) |\n| --- | --- | --- | --- |")
+        for state in ("idle", "busy"):
+            busy = subprocess.Popen([sys.executable, "-c", BUSY]) if state == "busy" else None
+            try:
+                runs: dict[int | None, list[float]] = {n: [] for n in settings}
+                for _ in range(args.repeats):
+                    for n in settings:
+                        runs[n].append(fit(n, workdir))
+            finally:
+                if busy is not None:
+                    busy.kill()
+            for n in settings:
+                name = n or "default (free cores)"
+                print(f"| {state} | {name} | {median(runs[n]):.1f} | {', '.join(f'{t:.1f}' for t in runs[n])} |")
 
 
 if __name__ == "__main__":
