@@ -1,0 +1,73 @@
+"""The docs tell the truth about the command: every `mnist-lite ...` in the README and the docs parses with the
+parser of its subcommand, so renaming an option breaks this test, not a reader. And the README stays a landing
+page: short, and free of words that date it."""
+
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from mnist_lite import commands
+from mnist_lite.cli import SUBCOMMANDS, TRAINER_SUBCOMMANDS, main
+
+from helpers import ROOT
+
+PAGES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").rglob("*.md"))]
+INLINE = re.compile(r"`(mnist-lite [^`]+)`")
+# Files the docs' commands name that a run writes first: parsed in their stead, a config of the same kind.
+WRITTEN_BY_A_RUN = {
+    "lightning_logs/version_0/config.yaml": "configs/cpu.yaml",
+    "lightning_logs/sweeps/cpu/best.yaml": "configs/cpu.yaml",
+}
+
+
+def _commands(page: Path) -> list[str]:
+    """The mnist-lite commands of a page: the lines of its code blocks (continued with a backslash) and its inline
+    code, without their comments."""
+    text = page.read_text()
+    found, shell = [], None  # shell: inside a fenced block of shell commands, or of something else (YAML, output)
+    for line in text.replace("\\\n", " ").splitlines():
+        if line.startswith("```"):
+            shell = None if shell is not None else line[3:].strip() in ("bash", "sh", "console", "")
+        elif shell and line.strip().removeprefix("$ ").startswith("mnist-lite "):
+            found.append(line.strip().removeprefix("$ "))
+    outside = re.sub(r"```.*?```", "", text, flags=re.S)
+    found += [span for span in INLINE.findall(outside) if "..." not in span and len(span.split()) > 2]
+    return found
+
+
+CASES = [(page, command) for page in PAGES for command in _commands(page)]
+
+
+def test_the_docs_show_the_commands_people_run() -> None:
+    shown = {shlex.split(command, comments=True)[1] for _, command in CASES}
+    assert set(SUBCOMMANDS) <= shown | {"--help"}  # every subcommand appears somewhere
+
+
+@pytest.mark.parametrize(("page", "command"), CASES, ids=[f"{p.relative_to(ROOT)}:{c[11:60]}" for p, c in CASES])
+def test_every_command_in_the_docs_parses(page: Path, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the docs' paths are relative to the repository
+    words = [WRITTEN_BY_A_RUN.get(w, w) for w in shlex.split(command, comments=True)[1:]]
+    name, args = words[0], words[1:]
+    if name in ("--help", "-h", "--version"):
+        main(words)
+    elif name in TRAINER_SUBCOMMANDS:
+        with contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as done:
+            main([name, *args, *([] if "--help" in args or any(".help" in a for a in args) else ["--print_config"])])
+        assert done.value.code == 0, command
+    else:
+        assert name in commands.NAMES, command
+        if "--help" in args:
+            return
+        commands.parser(name, exit_on_error=False).parse_args(args)
+
+
+def test_the_readme_is_a_landing_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for page in PAGES:
+        if "experiments" not in page.parts:
+            assert not re.search(r"\btoday\b|this session|previous session", page.read_text(), re.I), page
