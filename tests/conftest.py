@@ -13,6 +13,10 @@ from mnist_lite.cli import main
 
 from helpers import CPU, ONE_EPOCH, TINY, fit_args
 
+# A sweep worker killed mid-trial is declared dead after this many seconds without a heartbeat (8 by default):
+# set before the sweep module is imported, and inherited by the workers the tests start.
+os.environ.setdefault("MNIST_LITE_SWEEP_GRACE_S", "4")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

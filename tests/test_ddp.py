@@ -20,6 +20,10 @@ from helpers import CPU, DDP, TINY
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 LAUNCHERS = ["lightning", "torchrun"]
+STEPS = 250  # of 860 in the epoch: enough to compare accuracies, a quarter of the time
+# Val accuracy after STEPS steps in one process, seeds 0-3: 0.9646 to 0.9712. Runs whose weights differ only in the
+# last bits drift apart like different seeds, so that spread is the tolerance.
+SEEDS_SPREAD = 0.007
 
 
 def _train(dm: MNISTDataModule) -> InMemoryDigits:
@@ -71,13 +75,15 @@ def _test_acc(run: Path) -> float:
 
 @pytest.fixture(scope="module")
 def ddp_runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One epoch of configs/cpu.yaml on configs/ddp_cpu.yaml's two processes, by each launcher, each process
-    recording what it trained on: the working folder of each."""
+    """STEPS steps of configs/cpu.yaml on configs/ddp_cpu.yaml's two processes, by each launcher, each process
+    recording what it trained on; and the same steps in one process at twice the batch: the working folder of each."""
     runs = {}
-    for launcher in LAUNCHERS:
+    for launcher in [*LAUNCHERS, "single"]:
         cwd = runs[launcher] = tmp_path_factory.mktemp(launcher)
-        fit = ["fit", "--config", str(CPU), "--config", str(DDP), f"--data.data_dir={data_dir}", _recorder("shards")]
-        outputs = _launch(launcher, cwd, *fit)
+        fit = ["fit", "--config", str(CPU), f"--data.data_dir={data_dir}", f"--trainer.limit_train_batches={STEPS}"]
+        if launcher != "single":
+            fit += ["--config", str(DDP), _recorder("shards")]
+        outputs = _launch("torchrun" if launcher == "torchrun" else "lightning", cwd, *fit)
         assert "".join(out for out, _ in outputs).count("Run folder: ") == 1  # global rank 0 alone prints
         assert all(err == "" for _, err in outputs), [err[-3000:] for _, err in outputs]  # only our lines
         assert [p.name for p in (cwd / "lightning_logs").iterdir()] == ["version_0"]
@@ -85,14 +91,16 @@ def ddp_runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_each_rank_sees_a_disjoint_shard_and_together_the_whole_set(launcher, ddp_runs, data_dir: Path) -> None:
+def test_each_rank_trains_on_its_own_shard_in_the_samplers_order(launcher, ddp_runs, data_dir: Path) -> None:
+    """What each process was given is its EpochShuffler shard, in order: Lightning did not swap in its own sampler.
+    That the two shards are disjoint and together the whole set is test_the_shards_are_reshuffled_every_epoch's."""
     dm = MNISTDataModule(data_dir=str(data_dir))
     dm.setup("fit")
-    everything = sorted(_digests(_train(dm).images))
-    rank0, rank1 = (json.loads((ddp_runs[launcher] / "shards" / f"rank{r}.json").read_text())["0"] for r in (0, 1))
-    assert len(rank0) == len(rank1) == len(everything) // 2
-    assert not set(rank0) & set(rank1)
-    assert sorted(rank0 + rank1) == everything
+    train = _train(dm).images
+    for rank in (0, 1):
+        order = list(EpochShuffler(len(train), seed=0, rank=rank, world_size=2))[: STEPS * 32]
+        seen = json.loads((ddp_runs[launcher] / "shards" / f"rank{rank}.json").read_text())["0"]
+        assert seen == _digests(train[order])
 
 
 def _last(cwd: Path) -> Path:
@@ -105,9 +113,9 @@ def _val_acc(cwd: Path) -> float:
 
 
 def test_torchrun_on_two_nodes_reaches_the_accuracy_of_lightnings_own_launcher(ddp_runs) -> None:
-    """Not the same weights: across nodes the gradients' last bits differ (about 1e-7 after one step), and 860
-    steps carry that apart. The same data in the same order, and the same accuracy within the seeds' spread."""
-    assert abs(_val_acc(ddp_runs["lightning"]) - _val_acc(ddp_runs["torchrun"])) <= 0.003
+    """Not the same weights: across nodes the gradients' last bits differ (about 1e-7 after one step), and every
+    step carries that apart. The same data in the same order, and the same accuracy within the seeds' spread."""
+    assert abs(_val_acc(ddp_runs["lightning"]) - _val_acc(ddp_runs["torchrun"])) <= SEEDS_SPREAD
 
 
 def test_the_shards_are_reshuffled_every_epoch() -> None:
@@ -122,11 +130,10 @@ def test_the_shards_are_reshuffled_every_epoch() -> None:
     assert shards[0][0] != shards[1][0]
 
 
-def test_ddp_accuracy_matches_one_process_and_metrics_are_synced(
-    ddp_runs, fitted_checkpoint: Path, data_dir: Path, tmp_path: Path
-) -> None:
+def test_ddp_accuracy_matches_one_process_and_metrics_are_synced(ddp_runs, data_dir: Path, tmp_path: Path) -> None:
     ckpt = _last(ddp_runs["lightning"])
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 860  # 55,000 / (2 ranks x 32) steps
+    assert torch.load(ckpt, weights_only=True)["global_step"] == STEPS
+    assert abs(_val_acc(ddp_runs["lightning"]) - _val_acc(ddp_runs["single"])) <= SEEDS_SPREAD  # 2 x 32 vs 64 a step
     test = ["test", "--config", str(CPU), f"--data.data_dir={data_dir}", "--trainer.enable_progress_bar=false"]
     for version, extra in (("ddp", ["--config", str(DDP)]), ("single", [])):
         _launch(
@@ -140,10 +147,6 @@ def test_ddp_accuracy_matches_one_process_and_metrics_are_synced(
         )
     ddp_acc, single_acc = (_test_acc(tmp_path / "lightning_logs" / v) for v in ("ddp", "single"))
     assert ddp_acc == pytest.approx(single_acc, abs=1e-6)  # each rank tested half: the synced metric is the whole's
-    _launch(
-        "lightning", tmp_path, *test, "--ckpt_path", str(fitted_checkpoint), "--trainer.logger.init_args.version=one"
-    )
-    assert abs(ddp_acc - _test_acc(tmp_path / "lightning_logs" / "one")) <= 0.003  # 2 x 32 against 64 a step
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)

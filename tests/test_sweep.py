@@ -85,7 +85,7 @@ def test_two_workers_on_one_sqlite_file_share_the_study_and_lose_no_trial(base: 
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_costs_only_its_trial(base: list[str], in_tmp: Path) -> None:
-    longer = [*base, "--config", str(_write(in_tmp / "longer.yaml", {"trainer": {"limit_train_batches": 400}}))]
+    longer = [*base, "--config", str(_write(in_tmp / "longer.yaml", {"trainer": {"limit_train_batches": 150}}))]
     command = [sys.executable, "-m", "mnist_lite", *_sweep(longer, in_tmp, "--trials", "1")]
     worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

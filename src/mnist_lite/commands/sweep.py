@@ -33,8 +33,9 @@ from mnist_lite.errors import UserError, concise
 from mnist_lite.files import write_atomically
 
 # A worker that stops sending heartbeats for GRACE_S has died: the next worker to start a trial marks its
-# running trial failed, so a killed process costs only that trial.
-HEARTBEAT_S, GRACE_S = 2, 8
+# running trial failed, so a killed process costs only that trial. The tests shorten the wait.
+GRACE_S = int(os.environ.get("MNIST_LITE_SWEEP_GRACE_S", "8"))
+HEARTBEAT_S = max(1, GRACE_S // 4)
 FIT_OPTIONS = [  # each trial: no progress bar or checkpoints (best.yaml is the result)
     "--trainer.enable_progress_bar=false",
     "--checkpoint.save_top_k=0",
