@@ -8,23 +8,23 @@ python benchmarks/accuracy.py --config configs/cpu.yaml --config configs/best.ya
 import statistics
 import time
 
-from common import arguments, build, quiet, recorded
+from common import arguments, build, parse_with_fit_options, quiet, recorded
 
 
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--config", action="append", required=True, help="repeatable, as for mnist-lite fit")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args, overrides = parser.parse_known_args()  # the rest are mnist-lite fit options, e.g. --trainer.max_epochs=3
+    args = parse_with_fit_options(parser)
     with recorded(args.json, "accuracy"):
         quiet()
         configs = [a for c in args.config for a in ("--config", c)]
-        print(f"{' + '.join(args.config)} {' '.join(overrides)}")
+        print(f"{' + '.join(args.config)} {' '.join(args.fit)}")
         print("| seed | val accuracy | test accuracy | fit s | fit CPU s |")
         print("| --- | --- | --- | --- | --- |")
         vals, tests, cpus = [], [], []
         for seed in args.seeds:
-            trainer, model, dm = build(*configs, f"--seed_everything={seed}", *overrides)
+            trainer, model, dm = build(*configs, f"--seed_everything={seed}", *args.fit)
             start, cpu_start = time.perf_counter(), time.process_time()
             trainer.fit(model, datamodule=dm)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start

@@ -4,16 +4,15 @@
 2. Robustness: models trained with and without augmentation for the same epochs, tested on the clean 10k test
    set and on a shifted copy (each image rotated +-20 deg and shifted +-3 px, seeded).
 
-    python benchmarks/augmentation.py [--repeats 3] [--epochs 3]
+    python benchmarks/augmentation.py [--repeats 3] [--epochs 3] [any mnist-lite fit option, --key=value]
 """
 
 import torch
 
-from mnist_lite import data_source
 from mnist_lite.augmentations import warp
 from mnist_lite.data_source import to_unit_range
 
-from common import CPU, ROOT, arguments, build, median, quiet, recorded, timed
+from common import CPU, ROOT, arguments, build, median, parse_with_fit_options, quiet, recorded, timed
 
 AUGMENTED = str(ROOT / "configs" / "augmented.yaml")
 
@@ -28,14 +27,15 @@ def shifted(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Of images already in [0, 1], (N, 1, 28, 28)."""
     model.eval()
     with torch.inference_mode():
-        predicted = torch.cat([model(to_unit_range(chunk)).argmax(1) for chunk in images.split(1000)])
+        predicted = torch.cat([model(chunk).argmax(1) for chunk in images.split(1000)])
     return (predicted == labels).float().mean().item()
 
 
-def epoch_seconds(*configs: str) -> float:
-    trainer, model, dm = build(*[a for c in configs for a in ("--config", c)], "--trainer.limit_val_batches=0")
+def epoch_seconds(configs: list[str], fit: list[str]) -> float:
+    trainer, model, dm = build(*[a for c in configs for a in ("--config", c)], *fit, "--trainer.limit_val_batches=0")
     dm.prepare_data()
     dm.setup("fit")  # load the data before the clock starts
     return timed(lambda: trainer.fit(model, datamodule=dm))
@@ -45,29 +45,29 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
-    args = parser.parse_args()
+    args = parse_with_fit_options(parser)
     with recorded(args.json, "augmentation"):
         quiet()
 
         plain, augmented = [], []
         for _ in range(args.repeats):
-            plain.append(epoch_seconds(CPU))
-            augmented.append(epoch_seconds(CPU, AUGMENTED))
+            plain.append(epoch_seconds([CPU], args.fit))
+            augmented.append(epoch_seconds([CPU, AUGMENTED], args.fit))
         ratios = [a / p for a, p in zip(augmented, plain)]
         print("| one epoch | median s | runs (s) |\n| --- | --- | --- |")
         print(f"| without augmentation | {median(plain):.2f} | {', '.join(f'{t:.2f}' for t in plain)} |")
         print(f"| with configs/augmented.yaml | {median(augmented):.2f} | {', '.join(f'{t:.2f}' for t in augmented)} |")
         print(f"\nmedian ratio with/without: {median(ratios):.2f} (goal <= 1.3)\n")
 
-        data_source.prepare("data")  # the configs' data_dir
-        images, labels = data_source.load("data", train=False)
-        moved = shifted(images)
         print(f"| trained {args.epochs} epochs, seed 0 | clean test | shifted test (+-20 deg, +-3 px) |")
         print("| --- | --- | --- |")
         for name, configs in (("without augmentation", [CPU]), ("with configs/augmented.yaml", [CPU, AUGMENTED])):
             extra = [a for c in configs for a in ("--config", c)]
-            trainer, model, dm = build(*extra, f"--trainer.max_epochs={args.epochs}")
+            trainer, model, dm = build(*extra, f"--trainer.max_epochs={args.epochs}", *args.fit)
             trainer.fit(model, datamodule=dm)
+            dm.setup("test")
+            images, labels = dm.splits["test"].images, dm.splits["test"].labels
+            moved = shifted(images)
             clean = accuracy(model, to_unit_range(images), labels)
             robust = accuracy(model, moved, labels)
             print(f"| {name} | {clean:.2%} | {robust:.2%} |")

@@ -112,6 +112,16 @@ def arguments(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_with_fit_options(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The benchmark's own options; every other `--key=value` is an `mnist-lite fit` option that each of its fits
+    takes (the smoke tests shrink the budget with --trainer.limit_train_batches=3): in ``args.fit``."""
+    args, rest = parser.parse_known_args()
+    if not all(a.startswith("--") and "=" in a for a in rest):
+        parser.error(f"unrecognized arguments: {' '.join(rest)} (fit options are written --key=value)")
+    args.fit = rest
+    return args
+
+
 class _Tee(io.StringIO):
     def __init__(self, out: Any) -> None:
         super().__init__()

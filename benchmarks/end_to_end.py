@@ -7,6 +7,8 @@ to configs/cpu.yaml's run by run, and its peak resident memory. --before SRC add
 on the code of another checkout (PYTHONPATH=SRC).
 
     python benchmarks/end_to_end.py [--repeats 3] [--before ../old-checkout/src] [--json out.json]
+
+Any mnist-lite fit option (--key=value) is added to the mnist-lite commands.
 """
 
 import os
@@ -16,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import CPU, ROOT, arguments, median, prepared_workdir, pseudo_terminal, recorded
+from common import CPU, ROOT, arguments, median, parse_with_fit_options, prepared_workdir, pseudo_terminal, recorded
 
 FIT = [shutil.which("mnist-lite") or "mnist-lite", "fit", "--config", CPU]
 COMMANDS: dict[str, list[str]] = {
@@ -51,15 +53,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", help="the src/ folder of another checkout, to run configs/cpu.yaml's fit on")
     parser.add_argument("--only", nargs="+", type=int, help="run only these commands, by their place (0, 1, 2)")
-    args = parser.parse_args()
+    args = parse_with_fit_options(parser)
     with recorded(args.json, "end_to_end"):
         workdir = prepared_workdir("mnist-lite-e2e-")
-        names = [n for i, n in enumerate(COMMANDS) if args.only is None or i in args.only]
-        commands: dict[str, tuple[list[str], dict[str, str] | None]] = {n: (COMMANDS[n], None) for n in names}
+        ours = {n: [*c, *args.fit] if c[:2] == FIT[:2] else c for n, c in COMMANDS.items()}
+        names = [n for i, n in enumerate(ours) if args.only is None or i in args.only]
+        commands: dict[str, tuple[list[str], dict[str, str] | None]] = {n: (ours[n], None) for n in names}
         if args.before:
-            reference = next(iter(COMMANDS))
+            reference = next(iter(ours))
             commands[f"{reference}, code of {args.before}"] = (
-                COMMANDS[reference],
+                ours[reference],
                 {**os.environ, "PYTHONPATH": args.before},
             )
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}

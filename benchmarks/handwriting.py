@@ -37,16 +37,17 @@ def score(ckpt: Path, folder: Path) -> dict[str, float]:
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("ckpts", type=Path, nargs="+")
+    parser.add_argument("--limit", type=int, help="only the set's first LIMIT digits")
     args = parser.parse_args()
     with recorded(args.json, "handwriting"):
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch) / "set"
-            make.main(folder)
+            make.main(folder, args.limit)
             results = {str(ckpt): score(ckpt, folder) for ckpt in args.ckpts}
         keys = ["all", *(f"{s} px" for s in make.SIZES), *make.STROKES, "dark on light", "light on dark", "png", "jpg"]
         print("| checkpoint | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 1))
         for ckpt, accuracy in results.items():
-            print(f"| {ckpt} | " + " | ".join(f"{accuracy[k]:.1%}" for k in keys) + " |")
+            print(f"| {ckpt} | " + " | ".join(f"{accuracy[k]:.1%}" if k in accuracy else "" for k in keys) + " |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from mnist_lite import data_source
 from mnist_lite.checkpoints import load_model
 from mnist_lite.data_source import to_unit_range
 
-from common import arguments, build, quiet, recorded, timed
+from common import CPU, arguments, build, quiet, recorded, timed
 
 
 def main() -> None:
@@ -44,6 +44,7 @@ def main() -> None:
                 latencies.append(time.perf_counter() - start)
             latencies.sort()
             p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+            print("| path | speed | |\n| --- | --- | --- |")
             print(f"| single image ({args.calls} calls) | p50 {p50 * 1e3:.3f} ms | p99 {p99 * 1e3:.3f} ms |")
             for batch_size in (256, 1000):
                 chunks = images.split(batch_size)
@@ -57,7 +58,7 @@ def main() -> None:
                     f"| batch {batch_size} | {statistics.median(rates):,.0f} images/s (median of 5 passes over 10k) | |"
                 )
 
-        trainer, classifier, dm = build("--config", "configs/cpu.yaml")
+        trainer, classifier, dm = build("--config", CPU)
         classifier.net.load_state_dict(model.net.state_dict())
         dm.prepare_data()
         dm.setup("test")

@@ -6,7 +6,7 @@ the bar defines is timed, so its cost is measured inside the run itself, per tra
 run's epoch (goal < 2%): on a shared machine two runs' wall times differ by more than the bar costs. The settings
 are alternated and repeated; medians.
 
-    python benchmarks/progress_bar.py [--repeats 5] [--rates 1 10 20 50]
+    python benchmarks/progress_bar.py [--repeats 5] [--rates 1 10 20 50] [any mnist-lite fit option, --key=value]
 """
 
 import contextlib
@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from mnist_lite.lightning_cli import PROGRESS_REFRESH_STEPS, build
 
-from common import CPU, SCRATCH, arguments, median, pseudo_terminal, quiet, recorded, timed
+from common import CPU, SCRATCH, arguments, median, parse_with_fit_options, pseudo_terminal, quiet, recorded, timed
 
 
 @contextlib.contextmanager
@@ -46,12 +46,12 @@ def timed_hooks(bar: Callback) -> list[float]:
     return spent
 
 
-def epoch(rate: int) -> tuple[float, float, int]:
+def epoch(rate: int, fit: list[str]) -> tuple[float, float, int]:
     """Seconds for one epoch with its validation, the seconds spent in the bar's hooks, and the training steps."""
     bar = TQDMProgressBar(refresh_rate=rate)
     spent = timed_hooks(bar)
     args = ["--config", CPU, f"--trainer.default_root_dir={SCRATCH}", "--trainer.logger=false"]
-    args += ["--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
+    args += ["--checkpoint.save_top_k=0", "--checkpoint.save_last=false", *fit]
     built = build(args, run=False, callbacks=[bar])
     built.datamodule.prepare_data()
     built.datamodule.setup("fit")
@@ -64,13 +64,13 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rates", type=int, nargs="+", default=sorted({1, 10, PROGRESS_REFRESH_STEPS, 50}))
-    args = parser.parse_args()
+    args = parse_with_fit_options(parser)
     with recorded(args.json, "progress_bar"):
         quiet()
         runs: dict[int, list[tuple[float, float, int]]] = {rate: [] for rate in args.rates}
         for _ in range(args.repeats):
             for rate in args.rates:
-                runs[rate].append(epoch(rate))
+                runs[rate].append(epoch(rate, args.fit))
         print("| progress bar | median epoch s | in the bar, ms per step | share of the epoch | shares of each run |")
         print("| --- | --- | --- | --- | --- |")
         for rate, results in runs.items():

@@ -23,10 +23,12 @@ def render(name: str) -> str:
         f"`{data['command']}`, {data['date']}, commit {data['commit']}, on {machine['cpu']} "
         f"({machine['cores']} cores, {machine['memory_gib']} GiB), Python {data['python']}, {versions}."
     )
-    lines = [line for line in data["output"] if line.strip()]
-    table = [line for line in lines if line.startswith("|")]
-    notes = [f"- {line}" for line in lines if not line.startswith("|")]
-    return "\n".join([f"*Measured with {stamp}*", "", *table, "", *notes])
+    out = [f"*Measured with {stamp}*"]
+    for line in (line for line in data["output"] if line.strip()):
+        if not (line.startswith("|") and out[-1].startswith("|")):
+            out.append("")  # a table's rows stay together; anything else is a paragraph of its own
+        out.append(line)
+    return "\n".join(out)
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:

@@ -94,18 +94,24 @@ def main() -> None:
         body.write_text(json.dumps({"image": "data:image/png;base64," + base64.b64encode(png).decode()}))
         script = scratch / "post.lua"
         script.write_text(LUA.format(body=body))
-        print(f"{'workers':>7} {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6}")
+        print("\n| workers | clients | requests | requests/s | p50 ms | p99 ms | failed |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for workers in args.workers:
             command = [sys.executable, "-m", "mnist_lite", "serve", "--ckpt_path", args.ckpt, "--port", "0"]
             process = subprocess.Popen([*command, "--workers", str(workers)], stdout=subprocess.PIPE, text=True)
             try:
-                url = process.stdout.readline().split(" at ")[1].split()[0] + "predict"  # type: ignore[union-attr]
+                assert process.stdout is not None
+                line = ""
+                while not line.startswith("Serving "):  # after the checkpoint's line
+                    line = process.stdout.readline()
+                    assert line, "serve ended before it served"
+                url = line.split(" at ")[1].split()[0] + "predict"
                 wrk(url, script, 2 * workers, 5)  # warm-up: every worker started and ready
                 for clients in args.clients:
                     r = wrk(url, script, clients, args.seconds)
                     print(
-                        f"{workers:>7} {clients:>7} {r['requests']:>8.0f} {r['rate']:>7.0f} "
-                        f"{r['p50']:>7.2f} {r['p99']:>7.2f} {r['failed']:>6.0f}"
+                        f"| {workers} | {clients} | {r['requests']:.0f} | {r['rate']:.0f} | {r['p50']:.2f} | "
+                        f"{r['p99']:.2f} | {r['failed']:.0f} |"
                     )
             finally:
                 process.terminate()

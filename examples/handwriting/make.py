@@ -46,9 +46,11 @@ def draw(image: np.ndarray, size: int, stroke: str, dark_on_light: bool) -> np.n
     return ((1 - pixels if dark_on_light else pixels) * 255).round().astype(np.uint8)
 
 
-def main(folder: Path) -> None:
+def main(folder: Path, limit: int | None = None) -> None:
+    """Writes the set's images into folder, or its first `limit`."""
     folder.mkdir(parents=True, exist_ok=True)
     images, labels = digits()
+    images, labels = images[:limit], labels[:limit]
     for row, (image, label) in enumerate(zip(images, labels)):
         size, stroke, dark_on_light, ext = variant(row)
         Image.fromarray(draw(image, size, stroke, dark_on_light)).save(folder / f"{label}_{row:04d}.{ext}", quality=90)

@@ -182,9 +182,8 @@ class MnistLiteCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config.get("trainer") or {}
         callbacks = [*(trainer.get("callbacks") or []), RequeueOnSignal()]
-        if trainer.get("enable_progress_bar", True) is not False and not any(
-            isinstance(c, ProgressBar) for c in callbacks
-        ):
+        given = [*callbacks, *(self.trainer_defaults.get("callbacks") or [])]  # Lightning appends the defaults'
+        if trainer.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
             callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
         return super().instantiate_trainer(**kwargs, callbacks=callbacks)
 

@@ -1,0 +1,70 @@
+"""Each benchmark runs, on a tiny budget, and records its JSON: so none can rot unseen (mypy checks them too)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+
+pytestmark = pytest.mark.slow
+NAMES = [
+    "accuracy",
+    "augmentation",
+    "end_to_end",
+    "handwriting",
+    "inference",
+    "lightning_vs_bare",
+    "progress_bar",
+    "serve",
+    "startup",
+    "threads",
+]
+
+
+def _arguments(name: str, ckpt: Path, data_dir: Path) -> list[str]:
+    """The benchmark's arguments for a run of seconds: those that fit take fit options after their own."""
+    tiny = ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1"]
+    tiny.append(f"--data.data_dir={data_dir}")
+    return {
+        "accuracy": ["--config", "configs/cpu.yaml", "--seeds", "0", *tiny],
+        "augmentation": ["--repeats", "1", "--epochs", "1", *tiny],
+        "end_to_end": ["--repeats", "1", "--only", "0", *tiny],
+        "handwriting": [str(ckpt), "--limit", "50"],
+        "inference": ["--ckpt", str(ckpt), "--calls", "10"],
+        "lightning_vs_bare": ["--repeats", "1", *tiny],
+        "progress_bar": ["--repeats", "1", "--rates", "20", *tiny],
+        "serve": ["--ckpt", str(ckpt), "--clients", "1", "--workers", "1", "--seconds", "1"],
+        "startup": ["--ckpt", str(ckpt), "--repeats", "1"],
+        "threads": ["--repeats", "1", *tiny],
+    }[name]
+
+
+def test_every_benchmark_is_smoke_tested() -> None:
+    scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"common", "render", "seed_pipeline"}
+    assert scripts == set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_benchmark_runs_and_records(name: str, tiny_checkpoint: Path, data_dir: Path, tmp_path: Path) -> None:
+    if name == "serve" and shutil.which("wrk") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the serving benchmark's smoke test: apt-get install wrk")
+        pytest.skip("the serving benchmark needs wrk: apt-get install wrk")
+    out = tmp_path / f"{name}.json"
+    command = [
+        sys.executable,
+        f"benchmarks/{name}.py",
+        *_arguments(name, tiny_checkpoint, data_dir),
+        "--json",
+        str(out),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorded = json.loads(out.read_text())
+    assert recorded["benchmark"] == name and recorded["commit"] and recorded["machine"]["cores"] >= 1
+    assert any(line.startswith("| ") for line in recorded["output"])  # at least one table
