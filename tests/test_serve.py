@@ -172,24 +172,8 @@ def test_an_undeclared_stream_is_cut_off_at_the_limit(model) -> None:
     async def send(message: MutableMapping[str, Any]) -> None:
         replies.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"multipart/form-data; boundary=x"),
-            (b"transfer-encoding", b"chunked"),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    headers = [(b"content-type", b"multipart/form-data; boundary=x"), (b"transfer-encoding", b"chunked")]
+    scope = _post_scope(headers)
     asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=30))
     assert replies[0]["status"] == 413
     assert sum(sent) <= 100_000 + len(chunk)
@@ -338,20 +322,7 @@ def test_a_body_that_takes_too_long_is_a_408(model, monkeypatch: pytest.MonkeyPa
     async def send(message: MutableMapping[str, Any]) -> None:
         replies.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = _post_scope([(b"content-type", b"application/json")])
     asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=30))
     assert replies[0]["status"] == 408
 
@@ -415,3 +386,21 @@ def _text(stream: IO[str] | None) -> str:
 
 def _line(stream: IO[str] | None) -> str:
     return stream.readline() if stream else ""
+
+
+def _post_scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An ASGI request for POST /predict from 127.0.0.1, as uvicorn hands it to the app."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
