@@ -5,7 +5,6 @@ import argparse
 import contextlib
 import io
 import json
-import logging
 import os
 import platform
 import statistics
@@ -59,9 +58,12 @@ def pseudo_terminal() -> Iterator[int]:
 
 
 def quiet() -> None:
+    """The command's own filters for Lightning's chatter (mnist_lite.quiet), and no warnings: a benchmark's
+    output is its tables."""
+    from mnist_lite import quiet as filters
+
+    filters.install()
     warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def build(*args: str):

@@ -235,7 +235,7 @@ def to_mnist(image: Tensor) -> Tensor:
     box_pixels = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     # Ink as MNIST has it: crisp. A scan's or a soft pen's edges, kept grey, would thicken every stroke once the
     # digit is shrunk to 20 px: what is under INK_EDGES[0] of the way from background to peak is background, what
-    # is over INK_EDGES[1] full ink (+13 points on people's scanned digits, -0.1 on MNIST's own; docs/performance.md).
+    # is over INK_EDGES[1] full ink (+3.6 points on people's digits for OneEpochCNN; docs/performance.md).
     low, high = INK_EDGES
     ink = (((box_pixels - background) / (peak - background) - low) / (high - low)).clamp(0, 1)
     height, width = ink.shape
