@@ -2,11 +2,13 @@
 recording a result as JSON with when, where and on what it was measured."""
 
 import argparse
+import atexit
 import contextlib
 import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,7 +23,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = str(ROOT / "configs" / "cpu.yaml")
-SCRATCH = tempfile.mkdtemp(prefix="mnist-lite-bench-")  # where Lightning may write its config copy
+
+
+def scratch(prefix: str) -> Path:
+    """A new temporary folder, removed when the benchmark exits."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+SCRATCH = str(scratch("mnist-lite-bench-"))  # where Lightning may write its config copy
 QUIET = [
     f"--trainer.default_root_dir={SCRATCH}",
     "--trainer.enable_progress_bar=false",
@@ -34,7 +45,7 @@ QUIET = [
 
 def prepared_workdir(prefix: str) -> Path:
     """A new temporary folder holding the extracted MNIST under data/, for commands run as subprocesses."""
-    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir = scratch(prefix)
     subprocess.run(
         [sys.executable, "-c", "from mnist_lite import data_source; data_source.prepare('data')"],
         cwd=workdir,

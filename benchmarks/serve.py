@@ -18,7 +18,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from PIL import Image, ImageDraw
 from mnist_lite import server
 from mnist_lite.checkpoints import load_model
 
-from common import arguments, quiet, recorded
+from common import arguments, quiet, recorded, scratch
 
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -89,10 +88,10 @@ def main() -> None:
         p50, p99 = in_process(args.ckpt, png)
         print(f"in-process (decode, preprocess, model, preview): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
-        scratch = Path(tempfile.mkdtemp(prefix="mnist-lite-serve-bench-"))
-        body = scratch / "body.json"
+        folder = scratch("mnist-lite-serve-bench-")
+        body = folder / "body.json"
         body.write_text(json.dumps({"image": "data:image/png;base64," + base64.b64encode(png).decode()}))
-        script = scratch / "post.lua"
+        script = folder / "post.lua"
         script.write_text(LUA.format(body=body))
         print("\n| workers | clients | requests | requests/s | p50 ms | p99 ms | failed |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
