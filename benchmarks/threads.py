@@ -4,7 +4,7 @@ Runs the whole command as people run it (progress bar on, output to a file) with
 and with --threads equal to the machine's cores (torch's own default), alternated; then the same again while one
 other CPU-bound process runs beside it. Reports median wall seconds.
 
-    python benchmarks/threads.py [--repeats 3] [any mnist-lite fit option, --key=value]
+    python benchmarks/threads.py [--repeats 3] [--loads idle busy] [any mnist-lite fit option, --key=value]
 """
 
 import os
@@ -29,13 +29,14 @@ def fit(threads: int | None, workdir: Path, options: list[str]) -> float:
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--loads", nargs="+", choices=["idle", "busy"], default=["idle", "busy"])
     args = parse_with_fit_options(parser)
     with recorded(args.json, "threads"):
         workdir = prepared_workdir("mnist-lite-threads-")
         cores = os.cpu_count() or 1
         settings: list[int | None] = [None, cores]
         print("| machine | threads | median wall s | runs (s) |\n| --- | --- | --- | --- |")
-        for state in ("idle", "busy"):
+        for state in args.loads:
             busy = subprocess.Popen([sys.executable, "-c", BUSY]) if state == "busy" else None
             try:
                 runs: dict[int | None, list[float]] = {n: [] for n in settings}

@@ -40,7 +40,7 @@ def _arguments(name: str, ckpt: Path, data_dir: Path) -> list[str]:
         "progress_bar": ["--repeats", "1", "--rates", "20", *tiny],
         "serve": ["--ckpt", str(ckpt), "--clients", "1", "--workers", "1", "--seconds", "1"],
         "startup": ["--ckpt", str(ckpt), "--repeats", "1"],
-        "threads": ["--repeats", "1", *tiny],
+        "threads": ["--repeats", "1", "--loads", "idle", *tiny],  # a busy core would slow every other test
     }[name]
 
 

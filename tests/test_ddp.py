@@ -62,6 +62,17 @@ def _launch(launcher: str, cwd: Path, *args: str) -> list[tuple[str, str]]:
     return outputs
 
 
+def _ours(err: str) -> str:
+    """A launch's stderr without torchrun's exit-barrier race: node 0's agent hosts the rendezvous store and may exit
+    between another agent's last two store calls, which that agent then logs ("Error waiting on exit barrier", after
+    the training and its exit code). It comes from torch's agent, not from the command, and only under load."""
+    if "Error waiting on exit barrier" not in err:
+        return err
+    lines = err.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if "[c10d]" in line or "Error waiting on exit barrier" in line)
+    return "".join(lines[:first])
+
+
 def _recorder(folder: str) -> str:
     return (
         f'--trainer.callbacks+={{"class_path": "shard_recorder.ShardRecorder", "init_args": {{"folder": "{folder}"}}}}'
@@ -85,7 +96,7 @@ def ddp_runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
             fit += ["--config", str(DDP), _recorder("shards")]
         outputs = _launch("torchrun" if launcher == "torchrun" else "lightning", cwd, *fit)
         assert "".join(out for out, _ in outputs).count("Run folder: ") == 1  # global rank 0 alone prints
-        assert all(err == "" for _, err in outputs), [err[-3000:] for _, err in outputs]  # only our lines
+        assert all(_ours(err) == "" for _, err in outputs), [err[-3000:] for _, err in outputs]  # only our lines
         assert [p.name for p in (cwd / "lightning_logs").iterdir()] == ["version_0"]
     return runs
 
