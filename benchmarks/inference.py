@@ -4,7 +4,7 @@ Single-image latency through the predict path (uint8 image -> [0, 1] pixels -> p
 p50 and p99 over --calls calls (goal p50 <= 0.3 ms); batched throughput at batch 256 and 1,000 (goal
 >= 30,000 images/s on 2 cores); and the loop time of `mnist-lite test` over the 10k test set.
 
-    python benchmarks/inference.py --ckpt lightning_logs/version_0/checkpoints/last.ckpt
+    python benchmarks/inference.py --ckpt lightning_logs/version_0/checkpoints/last.ckpt [fit option, --key=value]
 """
 
 import statistics
@@ -16,14 +16,14 @@ from mnist_lite import data_source
 from mnist_lite.checkpoints import load_model
 from mnist_lite.data_source import to_unit_range
 
-from common import CPU, arguments, build, quiet, recorded, timed
+from common import CPU, arguments, build, parse_with_fit_options, quiet, recorded, timed
 
 
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--calls", type=int, default=2000)
-    args = parser.parse_args()
+    args = parse_with_fit_options(parser)
     with recorded(args.json, "inference"):
         quiet()
         data_source.prepare("data")
@@ -58,7 +58,7 @@ def main() -> None:
                     f"| batch {batch_size} | {statistics.median(rates):,.0f} images/s (median of 5 passes over 10k) | |"
                 )
 
-        trainer, classifier, dm = build("--config", CPU)
+        trainer, classifier, dm = build("--config", CPU, *args.fit)
         classifier.net.load_state_dict(model.net.state_dict())
         dm.prepare_data()
         dm.setup("test")

@@ -35,7 +35,7 @@ def _arguments(name: str, ckpt: Path, data_dir: Path) -> list[str]:
         "augmentation": ["--repeats", "1", "--epochs", "1", *tiny],
         "end_to_end": ["--repeats", "1", "--only", "0", *tiny],
         "handwriting": [str(ckpt), "--limit", "50"],
-        "inference": ["--ckpt", str(ckpt), "--calls", "10"],
+        "inference": ["--ckpt", str(ckpt), "--calls", "10", *tiny],
         "lightning_vs_bare": ["--repeats", "1", *tiny],
         "progress_bar": ["--repeats", "1", "--rates", "20", *tiny],
         "serve": ["--ckpt", str(ckpt), "--clients", "1", "--workers", "1", "--seconds", "1"],

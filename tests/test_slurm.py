@@ -113,7 +113,7 @@ def test_a_preempted_job_requeues_and_resumes_to_the_same_weights(cluster, data_
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log
     saved = tmp_path / "slurm" / job / "hpc_ckpt_1.ckpt"
-    assert f"mnist-lite: saved {saved.relative_to(tmp_path)} and requeued SLURM job {job}, which resumes" in log
+    assert f"mnist-lite: saved {saved.relative_to(tmp_path)}; requeueing SLURM job {job}, which resumes" in log
     assert "Traceback" not in log
     assert 0 < torch.load(saved, weights_only=True)["global_step"] < 120  # stopped mid-run
     resumed = tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"

@@ -23,7 +23,6 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lite import __version__, checkpoints, config_limits, files, quiet, runs
@@ -368,9 +367,8 @@ def main(args: list[str], summaries: dict[str, str]) -> None:
         class_path, reason = problem.groups()
         hint = " Install it: pip install -e '.[tensorboard]'." if "tensorboard" in reason else ""
         fail(f"cannot build {class_path}: {reason.strip()}{hint}")
-    except Requeued as e:
-        if rank_zero_only.rank == 0:
-            print(f"mnist-lite: {e}", flush=True)
+    except Requeued:  # the callback has said what was saved; the requeued job resumes from it
+        pass
     except SIGTERMException:  # Lightning stops at the next batch; what was saved or written stays
         hint = "continue with the same command and --ckpt_path last" if args[0] == "fit" else "what was written is kept"
         print(f"mnist-lite: stopped by SIGTERM; {hint}.", file=sys.stderr)

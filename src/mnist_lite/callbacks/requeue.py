@@ -10,11 +10,13 @@ from typing import Any
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from mnist_lite.errors import UserError
+
 _NUMBER = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")
 
 
 class Requeued(Exception):
-    """Raised by every process once the job is requeued: the command ends there, before SLURM stops it."""
+    """Raised by every process once the job is asked to requeue: the command ends there, before SLURM stops it."""
 
 
 class RequeueOnSignal(Callback):
@@ -51,5 +53,10 @@ class RequeueOnSignal(Callback):
         trainer.strategy.barrier("requeue")  # every process is past the save before the job is requeued
         job = SLURMEnvironment.job_id()
         if trainer.is_global_zero:
-            subprocess.run(["scontrol", "requeue", str(job)], check=False)
-        raise Requeued(f"saved {path} and requeued SLURM job {job}, which resumes from it.")
+            # Said before the requeue: SLURM stops this job as it requeues it, and a line after may never be written.
+            print(f"mnist-lite: saved {path}; requeueing SLURM job {job}, which resumes from it.", flush=True)
+            done = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                why = done.stderr.strip() or f"exit code {done.returncode}"
+                raise UserError(f"scontrol requeue failed ({why}): resume with --ckpt_path {path}")
+        raise Requeued
