@@ -4,6 +4,7 @@ import ast
 import importlib.util
 import inspect
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,51 @@ def test_help_imports_neither_torch_nor_lightning() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+# Runs a tool in a fresh process, then says whether Lightning was imported. For serve, a thread waits for /health
+# and sends the server SIGTERM, so the whole start and stop run.
+TOOL_PROBE = """
+import os, signal, sys, threading, time, urllib.request
+from mnist_lite.cli import main
+
+def stop_when_serving(port):
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+if sys.argv[1] == "serve":
+    threading.Thread(target=stop_when_serving, args=(sys.argv[sys.argv.index("--port") + 1],), daemon=True).start()
+main(sys.argv[1:])
+print(sorted(m for m in sys.modules if m.split(".")[0] == "lightning")[:3])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", ["augment", "curves", "export", "serve", "runs"])
+def test_the_tools_run_without_importing_lightning(
+    tool: str, tiny_run: Path, tiny_checkpoint: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    run = tiny_run  # read, never written: curves writes into tmp_path
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = {
+        "augment": ["--data_dir", str(data_dir), "--output", str(tmp_path / "augment.png")],
+        "curves": ["--log_dir", str(run), "--output", str(tmp_path / "curves.png")],
+        "export": ["--ckpt_path", str(tiny_checkpoint), "--format", "torchscript", "--output", str(tmp_path / "m.pt")],
+        "serve": ["--ckpt_path", str(tiny_checkpoint), "--port", str(port)],
+        "runs": ["--log_dir", str(run.parent)],
+    }[tool]
+    result = subprocess.run(
+        [sys.executable, "-c", TOOL_PROBE, tool, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "[]", result.stdout[-500:]
 
 
 @pytest.mark.parametrize(("typed", "nearest"), [("fitt", "fit"), ("tset", "test"), ("serv", "serve")])
