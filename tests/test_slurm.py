@@ -108,7 +108,9 @@ def test_a_preempted_job_requeues_and_resumes_to_the_same_weights(cluster, data_
     while (state := _job_state(job)).get("Restarts") != "1" or state.get("JobState") != "PENDING":
         assert time.monotonic() < deadline, state
         time.sleep(0.5)
-    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # SLURM's requeue delay
+    # Not SLURM's requeue delay of two minutes; but a second on, since slurmd refuses a job whose credential was
+    # revoked in the same whole second ("Job credential revoked").
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now+2"], check=True)
     state = _wait(job, deadline)
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log

@@ -51,6 +51,9 @@ class RequeueOnSignal(Callback):
         path = folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"  # the name Lightning resumes from
         trainer.save_checkpoint(path, weights_only=False)
         trainer.strategy.barrier("requeue")  # every process is past the save before the job is requeued
+        # SLURM sends SIGTERM as it requeues the job. Each process is already on its way out (Requeued, below);
+        # Lightning's handler would instead talk to processes that may be gone, and end in a traceback.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         job = SLURMEnvironment.job_id()
         if trainer.is_global_zero:
             # Said before the requeue: SLURM stops this job as it requeues it, and a line after may never be written.
