@@ -23,6 +23,7 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the test loop")
     args = parse_with_fit_options(parser)
     with recorded(args.json, "inference"):
         quiet()
@@ -62,8 +63,8 @@ def main() -> None:
         classifier.net.load_state_dict(model.net.state_dict())
         dm.prepare_data()
         dm.setup("test")
-        test_seconds = [timed(lambda: trainer.test(classifier, datamodule=dm, verbose=False)) for _ in range(3)]
-        print(f"| mnist-lite test loop, 10k images | {statistics.median(test_seconds):.2f} s (median of 3) | |")
+        runs = [timed(lambda: trainer.test(classifier, datamodule=dm, verbose=False)) for _ in range(args.repeats)]
+        print(f"| mnist-lite test loop, 10k images | {statistics.median(runs):.2f} s (median of {args.repeats}) | |")
 
 
 if __name__ == "__main__":
