@@ -9,9 +9,8 @@ import yaml
 from filelock import FileLock
 
 from mnist_lite import data_source
-from mnist_lite.cli import main
 
-from helpers import CPU, ONE_EPOCH, TINY, fit_args
+from helpers import CPU, ONE_EPOCH, TINY, fit_args, main_in
 
 # A sweep worker killed mid-trial is declared dead after this many seconds without a heartbeat (8 by default):
 # set before the sweep module is imported, and inherited by the workers the tests start.
@@ -65,28 +64,19 @@ def data_copy(data_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _in(folder: Path, args: list[str]) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setattr("sys.argv", ["mnist-lite"])
-        main(args)
-
-
 @pytest.fixture(scope="session")
 def one_epoch_checkpoint(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """configs/one_epoch.yaml's network on tiny.yaml's budget: a OneEpochCNN checkpoint the CLI fitted."""
     folder = tmp_path_factory.mktemp("one_epoch_run")
-    _in(
-        folder,
-        ["fit", "--config", str(CPU), "--config", str(ONE_EPOCH), "--config", str(TINY), f"--data.data_dir={data_dir}"],
-    )
+    configs = ["--config", str(CPU), "--config", str(ONE_EPOCH), "--config", str(TINY)]
+    main_in(folder, "fit", *configs, f"--data.data_dir={data_dir}")
     return folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="session")
 def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny fit (tests/conf/tiny.yaml) shared by the tests that only read its outputs: its run folder."""
-    folder = _once(tmp_path_factory, "tiny_run", lambda folder: _in(folder, fit_args(TINY, data_dir)))
+    folder = _once(tmp_path_factory, "tiny_run", lambda folder: main_in(folder, *fit_args(TINY, data_dir)))
     return folder / "lightning_logs" / "version_0"
 
 
@@ -132,5 +122,5 @@ def fitted_checkpoint(request: pytest.FixtureRequest, data_dir: Path, tmp_path_f
         shutil.copyfile(given, copy)
         return copy
     fit = fit_args(CPU, data_dir, "--trainer.enable_progress_bar=false")
-    folder = _once(tmp_path_factory, "cpu_fit", lambda folder: _in(folder, fit))
+    folder = _once(tmp_path_factory, "cpu_fit", lambda folder: main_in(folder, *fit))
     return folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"

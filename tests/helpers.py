@@ -65,9 +65,23 @@ def predict_args(ckpt: Path, path: str | Path, *extra: str) -> list[str]:
     ]
 
 
+def glued_lines(out: str) -> list[str]:
+    """The command's own lines that a progress bar left glued to the end of its own line."""
+    ours = ("Best checkpoint", "Last checkpoint", "Wrote ")
+    return [line for line in out.splitlines() if any(f in line and not line.startswith(f) for f in ours)]
+
+
 def csv_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def main_in(folder: Path, *args: str) -> None:
+    """``main(args)`` in-process, run from ``folder``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setattr("sys.argv", ["mnist-lite"])
+        main(list(args))
 
 
 def tiny_fit(data_dir: Path, *extra: str) -> Path:

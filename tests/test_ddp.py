@@ -16,11 +16,12 @@ import torch
 from mnist_lite.data_source import to_unit_range
 from mnist_lite.datamodule import EpochShuffler, InMemoryDigits, MNISTDataModule
 
-from helpers import CPU, DDP, TINY
+from helpers import CPU, DDP, glued_lines, main_in, same_weights, weights
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 LAUNCHERS = ["lightning", "torchrun"]
 STEPS = 250  # of 860 in the epoch: enough to compare accuracies, a quarter of the time
+MID_EPOCH = 100  # a checkpoint there is where the resume tests start
 # Val accuracy after STEPS steps in one process, seeds 0-3: 0.9646 to 0.9712. Runs whose weights differ only in the
 # last bits drift apart like different seeds, so that spread is the tolerance.
 SEEDS_SPREAD = 0.007
@@ -42,11 +43,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(launcher: str, cwd: Path, *args: str) -> list[tuple[str, str]]:
+def _launch(launcher: str, cwd: Path, *args: str, bar: bool = False) -> list[tuple[str, str]]:
     """``mnist-lite ARGS`` in two processes: Lightning's own launcher, or torchrun as two nodes of one process each
     (node-rank 0 and 1, as the docs' recipe starts them on two machines). Returns each launch's stdout and stderr."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # every rank must find the shard recorder
-    command = [sys.executable, "-m", "mnist_lite", *args, "--trainer.enable_progress_bar=false"]
+    command = [sys.executable, "-m", "mnist_lite", *args, f"--trainer.enable_progress_bar={str(bar).lower()}"]
     if launcher == "lightning":
         nodes = [command]
     else:
@@ -84,34 +85,51 @@ def _test_acc(run: Path) -> float:
         return float(next(r for r in csv.DictReader(f) if r.get("test_acc"))["test_acc"])
 
 
+def _fit(data_dir: Path) -> list[str]:
+    return ["fit", "--config", str(CPU), f"--data.data_dir={data_dir}", f"--trainer.limit_train_batches={STEPS}"]
+
+
+def _ddp_fit(data_dir: Path) -> list[str]:
+    """_fit on two processes, with a checkpoint every MID_EPOCH steps."""
+    every = (
+        '{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"every_n_train_steps": '
+        f'{MID_EPOCH}, "save_top_k": -1, "filename": "step{{step}}", "auto_insert_metric_name": false}}}}'
+    )
+    return [*_fit(data_dir), "--config", str(DDP), f"--trainer.callbacks+={every}"]
+
+
 @pytest.fixture(scope="module")
 def ddp_runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """STEPS steps of configs/cpu.yaml on configs/ddp_cpu.yaml's two processes, by each launcher, each process
-    recording what it trained on; and the same steps in one process at twice the batch: the working folder of each."""
-    runs = {}
-    for launcher in [*LAUNCHERS, "single"]:
-        cwd = runs[launcher] = tmp_path_factory.mktemp(launcher)
-        fit = ["fit", "--config", str(CPU), f"--data.data_dir={data_dir}", f"--trainer.limit_train_batches={STEPS}"]
-        if launcher != "single":
-            fit += ["--config", str(DDP), _recorder("shards")]
-        outputs = _launch("torchrun" if launcher == "torchrun" else "lightning", cwd, *fit)
-        assert "".join(out for out, _ in outputs).count("Run folder: ") == 1  # global rank 0 alone prints
+    recording what it trained on, with a checkpoint mid-epoch; and the same steps in one process at twice the
+    batch: the working folder of each."""
+    runs = {launcher: tmp_path_factory.mktemp(launcher) for launcher in [*LAUNCHERS, "single"]}
+    for launcher in LAUNCHERS:  # as people run them, progress bar on
+        outputs = _launch(launcher, runs[launcher], *_ddp_fit(data_dir), _recorder("shards"), bar=True)
+        out = "".join(out for out, _ in outputs)
+        assert out.count("Run folder: ") == 1 and not glued_lines(out)  # global rank 0 alone prints, on its own lines
         assert all(_ours(err) == "" for _, err in outputs), [err[-3000:] for _, err in outputs]  # only our lines
-        assert [p.name for p in (cwd / "lightning_logs").iterdir()] == ["version_0"]
+        assert [p.name for p in (runs[launcher] / "lightning_logs").iterdir()] == ["version_0"]
+    # In-process: one process needs no launcher.
+    main_in(runs["single"], *_fit(data_dir), "--trainer.enable_progress_bar=false")
     return runs
+
+
+def _expected_shard(data_dir: Path, rank: int) -> list[str]:
+    """The images rank ``rank`` of two should train on in the first STEPS steps: its EpochShuffler shard, in order."""
+    dm = MNISTDataModule(data_dir=str(data_dir))
+    dm.setup("fit")
+    train = _train(dm).images
+    return _digests(train[list(EpochShuffler(len(train), seed=0, rank=rank, world_size=2))[: STEPS * 32]])
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_each_rank_trains_on_its_own_shard_in_the_samplers_order(launcher, ddp_runs, data_dir: Path) -> None:
     """What each process was given is its EpochShuffler shard, in order: Lightning did not swap in its own sampler.
     That the two shards are disjoint and together the whole set is test_the_shards_are_reshuffled_every_epoch's."""
-    dm = MNISTDataModule(data_dir=str(data_dir))
-    dm.setup("fit")
-    train = _train(dm).images
     for rank in (0, 1):
-        order = list(EpochShuffler(len(train), seed=0, rank=rank, world_size=2))[: STEPS * 32]
         seen = json.loads((ddp_runs[launcher] / "shards" / f"rank{rank}.json").read_text())["0"]
-        assert seen == _digests(train[order])
+        assert seen == _expected_shard(data_dir, rank)
 
 
 def _last(cwd: Path) -> Path:
@@ -145,43 +163,21 @@ def test_ddp_accuracy_matches_one_process_and_metrics_are_synced(ddp_runs, data_
     ckpt = _last(ddp_runs["lightning"])
     assert torch.load(ckpt, weights_only=True)["global_step"] == STEPS
     assert abs(_val_acc(ddp_runs["lightning"]) - _val_acc(ddp_runs["single"])) <= SEEDS_SPREAD  # 2 x 32 vs 64 a step
-    test = ["test", "--config", str(CPU), f"--data.data_dir={data_dir}", "--trainer.enable_progress_bar=false"]
-    for version, extra in (("ddp", ["--config", str(DDP)]), ("single", [])):
-        _launch(
-            "lightning",
-            tmp_path,
-            *test,
-            *extra,
-            "--ckpt_path",
-            str(ckpt),
-            f"--trainer.logger.init_args.version={version}",
-        )
+    test = ["test", "--config", str(CPU), f"--data.data_dir={data_dir}", "--ckpt_path", str(ckpt)]
+    _launch("lightning", tmp_path, *test, "--config", str(DDP), "--trainer.logger.init_args.version=ddp")
+    main_in(tmp_path, *test, "--trainer.logger.init_args.version=single", "--trainer.enable_progress_bar=false")
     ddp_acc, single_acc = (_test_acc(tmp_path / "lightning_logs" / v) for v in ("ddp", "single"))
     assert ddp_acc == pytest.approx(single_acc, abs=1e-6)  # each rank tested half: the synced metric is the whole's
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_a_run_stopped_mid_epoch_resumes_each_rank_at_its_next_sample(
-    launcher: str, data_dir: Path, tmp_path: Path
-) -> None:
-    """2 processes, 30 batches of 32 each per epoch: stopped after 10, resumed for the other 20."""
-    every_10 = (
-        '{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", '
-        '"init_args": {"every_n_train_steps": 10, "save_top_k": -1, "filename": "step{step}", '
-        '"auto_insert_metric_name": false}}'
-    )
-    common = ["--config", str(TINY), "--config", str(DDP), f"--data.data_dir={data_dir}"]
-    common += ["--trainer.limit_train_batches=30", f"--trainer.callbacks+={every_10}"]
-    mid_epoch = "lightning_logs/version_0/checkpoints/step10.ckpt"  # what a run killed after step 10 leaves
-    for shards, extra in (("before", ["--trainer.max_steps=10"]), ("after", ["--ckpt_path", mid_epoch])):
-        _launch(launcher, tmp_path, "fit", *common, _recorder(shards), *extra)
-    dm = MNISTDataModule(data_dir=str(data_dir))
-    dm.setup("fit")
-    train = _train(dm).images
+def test_a_run_resumed_mid_epoch_gives_each_rank_its_next_sample(launcher, ddp_runs, data_dir, tmp_path) -> None:
+    """Resumed from the checkpoint the run saved at step MID_EPOCH, as after a stop there: each rank goes on with
+    the rest of its shard, each sample exactly once, in the epoch's order, and ends on the run's own weights."""
+    run = ddp_runs[launcher] / "lightning_logs" / "version_0" / "checkpoints"
+    resume = ["--ckpt_path", str(run / f"step{MID_EPOCH}.ckpt")]
+    _launch(launcher, tmp_path, *_ddp_fit(data_dir), _recorder("after"), *resume)
     for rank in (0, 1):
-        order = list(EpochShuffler(len(train), seed=0, rank=rank, world_size=2))[: 30 * 32]
-        expected = _digests(train[order])
-        before = json.loads((tmp_path / "before" / f"rank{rank}.json").read_text())["0"]
         after = json.loads((tmp_path / "after" / f"rank{rank}.json").read_text())["0"]
-        assert before == expected[: 10 * 32]
-        assert after == expected[10 * 32 :]  # each remaining sample exactly once, in the epoch's order
+        assert after == _expected_shard(data_dir, rank)[MID_EPOCH * 32 :]
+    assert same_weights(weights(_last(tmp_path)), weights(run / "last.ckpt"))
