@@ -24,6 +24,7 @@ from helpers import (
     fails,
     fit_args,
     last,
+    main_in,
     on_full_disk,
     read_only,
     same_weights,
@@ -35,8 +36,9 @@ RESUMABLE = ["--config", str(CPU), "--config", str(CONF / "resumable.yaml")]
 TOTAL_STEPS = 3 * 60  # resumable.yaml: 3 epochs of 60 batches
 
 
-def _fit_process(cwd: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "mnist_lite", "fit", *RESUMABLE, f"--data.data_dir={data_dir}", *extra]
+def _fit_process(cwd: Path, data_dir: Path) -> subprocess.Popen:
+    """A fit in a process of its own, for a signal to stop; the runs it is compared with run in-process."""
+    command = [sys.executable, "-m", "mnist_lite", "fit", *RESUMABLE, f"--data.data_dir={data_dir}"]
     return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -54,8 +56,7 @@ def _accuracy(ckpt: Path, data_dir: Path) -> float:
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("uninterrupted")
-    process = _fit_process(cwd, data_dir)
-    assert process.wait(timeout=300) == 0, _text(process.stderr)
+    main_in(cwd, "fit", *RESUMABLE, f"--data.data_dir={data_dir}")
     return last(cwd / "lightning_logs" / "version_0")
 
 
@@ -75,8 +76,7 @@ def test_stopped_run_resumes_to_the_same_weights(sig, uninterrupted: Path, data_
     stopped_at = _step(last(tmp_path / "lightning_logs" / "version_0"))  # loads: not half-written
     assert 0 < stopped_at < TOTAL_STEPS
 
-    resumed = _fit_process(tmp_path, data_dir, "--ckpt_path", "last")
-    assert resumed.wait(timeout=300) == 0, _text(resumed.stderr)
+    main_in(tmp_path, "fit", *RESUMABLE, f"--data.data_dir={data_dir}", "--ckpt_path", "last")
     final = last(tmp_path / "lightning_logs" / "version_1")
     assert _step(final) == _step(uninterrupted) == TOTAL_STEPS
     # Bit-exact on the CPU: the same data order from the stopping batch on, and dropout's RNG restored.
