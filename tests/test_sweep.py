@@ -75,12 +75,17 @@ def test_a_sweep_writes_its_study_and_files_and_best_yaml_refits_the_best_trial(
 
 
 @pytest.mark.slow
-def test_two_workers_on_one_sqlite_file_share_the_study_and_lose_no_trial(base: list[str], in_tmp: Path) -> None:
-    command = [sys.executable, "-m", "mnist_lite", *_sweep(base, in_tmp, "--trials", "2", "--jobs", "2")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+def test_two_workers_on_one_sqlite_file_share_the_study_and_lose_no_trial(
+    base: list[str], in_tmp: Path, capfd, monkeypatch
+) -> None:
+    """The workers --jobs starts print only their own lines (as a newcomer's commands must, tests/test_cli.py)."""
+    args = _sweep(base, in_tmp, "--trials", "2", "--jobs", "2")
+    monkeypatch.setattr("sys.argv", ["mnist-lite", *args])  # what the workers are started with
+    main(args)
+    out, err = capfd.readouterr()
     assert _states(in_tmp) == dict.fromkeys(range(2), "COMPLETE")
-    assert sum(line.startswith("trial ") for line in result.stdout.splitlines()) == 2
+    assert sum(line.startswith("trial ") for line in out.splitlines()) == 2
+    assert err == ""
 
 
 @pytest.mark.slow
