@@ -1,16 +1,14 @@
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from filelock import FileLock
 
 from mnist_lite import data_source
 
-from helpers import CPU, ONE_EPOCH, TINY, fit_args, main_in
+from helpers import CPU, ONE_EPOCH, TINY, fit_args, main_in, once
 
 # A sweep worker killed mid-trial is declared dead after this many seconds without a heartbeat (8 by default):
 # set before the sweep module is imported, and inherited by the workers the tests start.
@@ -29,24 +27,10 @@ def _clean_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["mnist-lite"])
 
 
-def _once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
-    """A folder made once per test session, whichever xdist worker asks first: the workers share their base
-    temporary folder's parent, and a file lock lets one make it while the others wait."""
-    root = tmp_path_factory.getbasetemp().parent
-    folder, done = root / name, root / f"{name}.done"
-    with FileLock(root / f"{name}.lock"):
-        if not done.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            make(folder)
-            done.touch()
-    return folder
-
-
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled MNIST extracted once per session; tests that damage files copy it first."""
-    return _once(tmp_path_factory, "data", data_source.prepare)
+    return once(tmp_path_factory, "data", data_source.prepare)
 
 
 @pytest.fixture
@@ -67,16 +51,16 @@ def data_copy(data_dir: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def one_epoch_checkpoint(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """configs/one_epoch.yaml's network on tiny.yaml's budget: a OneEpochCNN checkpoint the CLI fitted."""
-    folder = tmp_path_factory.mktemp("one_epoch_run")
     configs = ["--config", str(CPU), "--config", str(ONE_EPOCH), "--config", str(TINY)]
-    main_in(folder, "fit", *configs, f"--data.data_dir={data_dir}")
+    fit = ["fit", *configs, f"--data.data_dir={data_dir}"]
+    folder = once(tmp_path_factory, "one_epoch_run", lambda folder: main_in(folder, *fit))
     return folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="session")
 def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny fit (tests/conf/tiny.yaml) shared by the tests that only read its outputs: its run folder."""
-    folder = _once(tmp_path_factory, "tiny_run", lambda folder: main_in(folder, *fit_args(TINY, data_dir)))
+    folder = once(tmp_path_factory, "tiny_run", lambda folder: main_in(folder, *fit_args(TINY, data_dir)))
     return folder / "lightning_logs" / "version_0"
 
 
@@ -122,5 +106,5 @@ def fitted_checkpoint(request: pytest.FixtureRequest, data_dir: Path, tmp_path_f
         shutil.copyfile(given, copy)
         return copy
     fit = fit_args(CPU, data_dir, "--trainer.enable_progress_bar=false")
-    folder = _once(tmp_path_factory, "cpu_fit", lambda folder: main_in(folder, *fit))
+    folder = once(tmp_path_factory, "cpu_fit", lambda folder: main_in(folder, *fit))
     return folder / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"

@@ -16,7 +16,7 @@ import torch
 from mnist_lite.data_source import to_unit_range
 from mnist_lite.datamodule import EpochShuffler, InMemoryDigits, MNISTDataModule
 
-from helpers import CPU, DDP, glued_lines, main_in, same_weights, weights
+from helpers import CPU, DDP, glued_lines, main_in, once, same_weights, weights
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 LAUNCHERS = ["lightning", "torchrun"]
@@ -98,21 +98,25 @@ def _ddp_fit(data_dir: Path) -> list[str]:
     return [*_fit(data_dir), "--config", str(DDP), f"--trainer.callbacks+={every}"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ddp_runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """STEPS steps of configs/cpu.yaml on configs/ddp_cpu.yaml's two processes, by each launcher, each process
     recording what it trained on, with a checkpoint mid-epoch; and the same steps in one process at twice the
-    batch: the working folder of each."""
-    runs = {launcher: tmp_path_factory.mktemp(launcher) for launcher in [*LAUNCHERS, "single"]}
-    for launcher in LAUNCHERS:  # as people run them, progress bar on
-        outputs = _launch(launcher, runs[launcher], *_ddp_fit(data_dir), _recorder("shards"), bar=True)
-        out = "".join(out for out, _ in outputs)
-        assert out.count("Run folder: ") == 1 and not glued_lines(out)  # global rank 0 alone prints, on its own lines
-        assert all(_ours(err) == "" for _, err in outputs), [err[-3000:] for _, err in outputs]  # only our lines
-        assert [p.name for p in (runs[launcher] / "lightning_logs").iterdir()] == ["version_0"]
-    # In-process: one process needs no launcher.
-    main_in(runs["single"], *_fit(data_dir), "--trainer.enable_progress_bar=false")
-    return runs
+    batch: the working folder of each. Made once, whichever worker asks first; the tests only read them."""
+
+    def make(folder: Path) -> None:
+        for launcher in LAUNCHERS:  # as people run them, progress bar on
+            (folder / launcher).mkdir()
+            outputs = _launch(launcher, folder / launcher, *_ddp_fit(data_dir), _recorder("shards"), bar=True)
+            out = "".join(out for out, _ in outputs)
+            assert out.count("Run folder: ") == 1 and not glued_lines(out)  # rank 0 alone prints, on its own lines
+            assert all(_ours(err) == "" for _, err in outputs), [err[-3000:] for _, err in outputs]  # only our lines
+            assert [p.name for p in (folder / launcher / "lightning_logs").iterdir()] == ["version_0"]
+        (folder / "single").mkdir()  # in-process: one process needs no launcher
+        main_in(folder / "single", *_fit(data_dir), "--trainer.enable_progress_bar=false")
+
+    folder = once(tmp_path_factory, "ddp_runs", make)
+    return {name: folder / name for name in [*LAUNCHERS, "single"]}
 
 
 def _expected_shard(data_dir: Path, rank: int) -> list[str]:

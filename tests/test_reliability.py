@@ -26,6 +26,7 @@ from helpers import (
     last,
     main_in,
     on_full_disk,
+    once,
     read_only,
     same_weights,
     tiny_fit,
@@ -53,11 +54,11 @@ def _accuracy(ckpt: Path, data_dir: Path) -> float:
         return (model(to_unit_range(images)).argmax(1) == labels).float().mean().item()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("uninterrupted")
-    main_in(cwd, "fit", *RESUMABLE, f"--data.data_dir={data_dir}")
-    return last(cwd / "lightning_logs" / "version_0")
+    fit = ["fit", *RESUMABLE, f"--data.data_dir={data_dir}"]
+    folder = once(tmp_path_factory, "uninterrupted", lambda folder: main_in(folder, *fit))
+    return last(folder / "lightning_logs" / "version_0")
 
 
 @pytest.mark.slow
