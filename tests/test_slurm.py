@@ -3,6 +3,7 @@ shipped sbatch script, and a preempted job that requeues and resumes to the same
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import CPU, DDP, ROOT, same_weights, weights
+from helpers import CPU, DDP, ROOT, once, same_weights, weights
 
 SBATCH = ROOT / "examples" / "slurm" / "fit.sbatch"
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster() -> dict[str, str]:
     """The environment for commands submitted to the cluster: mnist-lite on PATH, no SLURM job of our own."""
     up = shutil.which("sinfo") and subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout
@@ -45,12 +46,12 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
     return result
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lightnings_own(cluster: dict[str, str], data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same fit, launched by Lightning itself: the reference."""
-    cwd = tmp_path_factory.mktemp("lightning")
-    _run(["mnist-lite", "fit", *_fit_args(data_dir), "--trainer.enable_progress_bar=false"], cwd, cluster)
-    return cwd / "lightning_logs" / "version_0"
+    """The same fit, launched by Lightning itself: the reference, made once whichever worker asks first."""
+    fit = ["mnist-lite", "fit", *_fit_args(data_dir), "--trainer.enable_progress_bar=false"]
+    folder = once(tmp_path_factory, "slurm_reference", lambda folder: _run(fit, folder, cluster))
+    return folder / "lightning_logs" / "version_0"
 
 
 @pytest.mark.parametrize("layout", [["-N1", "--ntasks-per-node=2"], ["-n", "2"]], ids=["ntasks-per-node", "n"])
@@ -62,9 +63,15 @@ def test_srun_fits_in_one_folder_like_lightnings_own_ddp(layout, cluster, data_d
     assert torch.load(last, weights_only=True)["global_step"] == 120
     assert same_weights(weights(last), weights(lightnings_own / "checkpoints" / "last.ckpt"))
     assert _val_acc(runs[0]) == _val_acc(lightnings_own)  # synced over both processes, as Lightning's own are
-    # one process prints: rank 0's lines, once each, and nothing on stderr
+    # one process prints: rank 0's lines, once each, and nothing on stderr but srun's own word that it waited
     assert result.stdout.count("Run folder: ") == 1 and result.stdout.count("Last checkpoint: ") == 1
-    assert result.stderr == ""
+    assert _without_waiting(result.stderr) == ""
+
+
+def _without_waiting(err: str) -> str:
+    """srun's stderr without the two lines it writes when another job holds the cores (another test's, here)."""
+    waiting = re.compile(r"^srun: job \d+ (queued and waiting for resources|has been allocated resources)$")
+    return "".join(line for line in err.splitlines(keepends=True) if not waiting.match(line.rstrip("\n")))
 
 
 def _val_acc(run: Path) -> list[str]:
@@ -86,19 +93,10 @@ def _wait(job: str, until: float) -> dict[str, str]:
     raise AssertionError(f"job {job} did not finish: {_job_state(job)}")
 
 
-def test_the_shipped_sbatch_script_runs_as_the_docs_show(cluster, data_dir, lightnings_own, tmp_path) -> None:
-    job = _run(["sbatch", "--parsable", str(SBATCH), *_fit_args(data_dir)], tmp_path, cluster).stdout.strip()
-    state = _wait(job, time.monotonic() + 300)
-    log = (tmp_path / f"slurm-{job}.out").read_text()
-    assert state["JobState"] == "COMPLETED", log
-    assert "Last checkpoint: lightning_logs/version_0/checkpoints/last.ckpt" in log
-    assert same_weights(
-        weights(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"),
-        weights(lightnings_own / "checkpoints" / "last.ckpt"),
-    )
-
-
-def test_a_preempted_job_requeues_and_resumes_to_the_same_weights(cluster, data_dir, lightnings_own, tmp_path) -> None:
+def test_the_shipped_sbatch_script_runs_and_a_preempted_job_resumes_to_the_same_weights(
+    cluster, data_dir, lightnings_own, tmp_path
+) -> None:
+    """The docs' recipe as it is shipped, submitted and preempted mid-run: it requeues, resumes and completes."""
     job = _run(["sbatch", "--parsable", str(SBATCH), *_fit_args(data_dir)], tmp_path, cluster).stdout.strip()
     deadline = time.monotonic() + 300
     while not (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").exists():  # past step 20 of epoch 0
@@ -118,5 +116,6 @@ def test_a_preempted_job_requeues_and_resumes_to_the_same_weights(cluster, data_
     assert f"mnist-lite: saved {saved.relative_to(tmp_path)}; requeueing SLURM job {job}, which resumes" in log
     assert "Traceback" not in log
     assert 0 < torch.load(saved, weights_only=True)["global_step"] < 120  # stopped mid-run
+    assert "Last checkpoint: lightning_logs/version_1/checkpoints/last.ckpt" in log  # the resumed run's
     resumed = tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
     assert same_weights(weights(resumed), weights(lightnings_own / "checkpoints" / "last.ckpt"))
