@@ -19,9 +19,10 @@ from mnist_lite.cli import main
 from mnist_lite.commands.sweep import GRACE_S
 from mnist_lite.errors import UserError
 
-from helpers import CPU, ROOT, TINY, fails
+from helpers import CONF, CPU, ROOT, TINY, fails
 
-SPACE = ROOT / "configs" / "sweep" / "cpu.yaml"
+SHIPPED = ROOT / "configs" / "sweep" / "cpu.yaml"
+SPACE = CONF / "space.yaml"  # three keys: each sweep checks two rounds of values before its first trial, not five
 sweep_module = importlib.import_module("mnist_lite.commands.sweep")  # mnist_lite.commands.sweep is the function
 
 
@@ -33,28 +34,29 @@ def base(data_dir: Path, tmp_path: Path) -> list[str]:
     return ["--config", str(CPU), "--config", str(TINY), "--config", str(data)]
 
 
-def _sweep(base: list[str], folder: Path, *extra: str) -> list[str]:
+def _sweep(base: list[str], folder: Path, *extra: str, space: Path = SPACE) -> list[str]:
     storage = f"sqlite:///{folder / 'study.db'}"
-    return ["sweep", *base, "--space", str(SPACE), "--storage", storage, "--output", str(folder / "out"), *extra]
+    return ["sweep", *base, "--space", str(space), "--storage", storage, "--output", str(folder / "out"), *extra]
 
 
-def _study(folder: Path) -> optuna.Study:
-    return optuna.load_study(study_name="cpu", storage=f"sqlite:///{folder / 'study.db'}")
+def _study(folder: Path, space: Path = SPACE) -> optuna.Study:
+    return optuna.load_study(study_name=space.stem, storage=f"sqlite:///{folder / 'study.db'}")
 
 
-def _states(folder: Path) -> dict[int, str]:
-    return {t.number: t.state.name for t in _study(folder).trials}
+def _states(folder: Path, space: Path = SPACE) -> dict[int, str]:
+    return {t.number: t.state.name for t in _study(folder, space).trials}
 
 
 @pytest.mark.slow
 def test_a_sweep_writes_its_study_and_files_and_best_yaml_refits_the_best_trial(
     base: list[str], in_tmp: Path, capsys
 ) -> None:
-    main(_sweep(base, in_tmp, "--trials", "3"))
+    """On the shipped space, configs/sweep/cpu.yaml."""
+    main(_sweep(base, in_tmp, "--trials", "3", space=SHIPPED))
     out = capsys.readouterr().out
     assert len([line for line in out.splitlines() if line.startswith("trial ")]) == 3
     assert "best so far: trial" in out and "max_lr=" in out and "batch_size=" in out
-    assert _states(in_tmp) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}
+    assert _states(in_tmp, SHIPPED) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}
     folder = in_tmp / "out"
     with open(folder / "trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -64,14 +66,14 @@ def test_a_sweep_writes_its_study_and_files_and_best_yaml_refits_the_best_trial(
     for name in ("history.png", "importances.png", "parallel_coordinates.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # best.yaml is a complete config: fit runs it as is and lands on the best trial's val_acc.
-    study = _study(in_tmp)
+    study = _study(in_tmp, SHIPPED)
     main(["fit", "--config", str(folder / "best.yaml")])
     out = capsys.readouterr().out
     assert f"(val_acc={study.best_value:.4f})" in out
 
-    main(_sweep(base, in_tmp, "--trials", "1"))  # the same command again continues the study
+    main(_sweep(base, in_tmp, "--trials", "1", space=SHIPPED))  # the same command again continues the study
     assert "3 trials so far; this run adds 1" in capsys.readouterr().out
-    assert sorted(_states(in_tmp)) == [0, 1, 2, 3]
+    assert sorted(_states(in_tmp, SHIPPED)) == [0, 1, 2, 3]
 
 
 @pytest.mark.slow
@@ -216,7 +218,7 @@ def test_a_study_takes_no_trial_of_other_configs(base: list[str], in_tmp: Path, 
     capsys.readouterr()
     other = [*base, "--config", str(_write(in_tmp / "other.yaml", {"model": {"label_smoothing": 0.2}}))]
     err = fails(_sweep(other, in_tmp, "--trials", "1"), capsys, max_lines=1)
-    assert "study 'cpu' in sqlite:///" in err and f"was made with --config {CPU}" in err
+    assert f"study '{SPACE.stem}' in sqlite:///" in err and f"was made with --config {CPU}" in err
     assert "Start a new study with --study NAME" in err
     assert len(_study(in_tmp).trials) == 1
     err = fails(_sweep(base, in_tmp, "--trials", "1", "--seeds", "0", "1"), capsys, max_lines=1)
@@ -229,7 +231,7 @@ def test_by_default_a_sweep_writes_under_lightning_logs_not_over_a_record(base, 
     )
     del args[args.index("--output") : args.index("--output") + 2]
     main(args)  # the configs' `logger: false` is no obstacle: a trial logs into the sweep's folder
-    written = in_tmp / "lightning_logs" / "sweeps" / "cpu"
+    written = in_tmp / "lightning_logs" / "sweeps" / SPACE.stem
     assert (written / "trials.csv").is_file() and (written / "best.yaml").is_file()
     assert not (in_tmp / "sweeps").exists()
     with open(written / "trials.csv", newline="") as f:
