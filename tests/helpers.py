@@ -3,6 +3,7 @@
 import csv
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,13 @@ def glued_lines(out: str) -> list[str]:
     """The command's own lines that a progress bar left glued to the end of its own line."""
     ours = ("Best checkpoint", "Last checkpoint", "Wrote ")
     return [line for line in out.splitlines() if any(f in line and not line.startswith(f) for f in ours)]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:

@@ -5,7 +5,6 @@ import importlib.util
 import inspect
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from mnist_lite import __version__, commands
 from mnist_lite.cli import SUBCOMMANDS, TRAINER_SUBCOMMANDS, main
 from mnist_lite.lightning_cli import PROGRESS_REFRESH_STEPS, MnistLiteCLI, build
 
-from helpers import CPU, EXAMPLES, TINY, fails, fit_args, glued_lines, run_cli
+from helpers import CPU, EXAMPLES, TINY, fails, fit_args, free_port, glued_lines, run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mnist_lite"
 
@@ -77,9 +76,7 @@ def test_the_tools_run_without_importing_lightning(
     tiny_run: Path, tiny_checkpoint: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     run = tiny_run  # read, never written: curves writes into tmp_path
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     tools = [
         ["augment", "--data_dir", str(data_dir), "--output", str(tmp_path / "augment.png")],
         ["curves", "--log_dir", str(run), "--output", str(tmp_path / "curves.png")],

@@ -5,7 +5,6 @@ import csv
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from mnist_lite.data_source import to_unit_range
 from mnist_lite.datamodule import EpochShuffler, InMemoryDigits, MNISTDataModule
 
-from helpers import CPU, DDP, glued_lines, main_in, once, same_weights, weights
+from helpers import CPU, DDP, free_port, glued_lines, main_in, once, same_weights, weights
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 LAUNCHERS = ["lightning", "torchrun"]
@@ -37,12 +36,6 @@ def _digests(images: torch.Tensor) -> list[str]:
     return [hashlib.md5(image.contiguous().numpy().tobytes()).hexdigest() for image in to_unit_range(images)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(launcher: str, cwd: Path, *args: str, bar: bool = False) -> list[tuple[str, str]]:
     """``mnist-lite ARGS`` in two processes: Lightning's own launcher, or torchrun as two nodes of one process each
     (node-rank 0 and 1, as the docs' recipe starts them on two machines). Returns each launch's stdout and stderr."""
@@ -52,7 +45,7 @@ def _launch(launcher: str, cwd: Path, *args: str, bar: bool = False) -> list[tup
         nodes = [command]
     else:
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
-        torchrun += ["--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
+        torchrun += ["--master-addr=127.0.0.1", f"--master-port={free_port()}"]
         fit = [*command[1:], "--trainer.devices=1", "--trainer.num_nodes=2"]
         nodes = [[*torchrun, f"--node-rank={rank}", *fit] for rank in (0, 1)]
     running = [
@@ -119,21 +112,22 @@ def ddp_runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return {name: folder / name for name in [*LAUNCHERS, "single"]}
 
 
-def _expected_shard(data_dir: Path, rank: int) -> list[str]:
-    """The images rank ``rank`` of two should train on in the first STEPS steps: its EpochShuffler shard, in order."""
+def _expected_shards(data_dir: Path) -> list[list[str]]:
+    """What each of two ranks should train on in the first STEPS steps: its EpochShuffler shard, in order."""
     dm = MNISTDataModule(data_dir=str(data_dir))
     dm.setup("fit")
     train = _train(dm).images
-    return _digests(train[list(EpochShuffler(len(train), seed=0, rank=rank, world_size=2))[: STEPS * 32]])
+    orders = [list(EpochShuffler(len(train), seed=0, rank=rank, world_size=2))[: STEPS * 32] for rank in (0, 1)]
+    return [_digests(train[order]) for order in orders]
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_each_rank_trains_on_its_own_shard_in_the_samplers_order(launcher, ddp_runs, data_dir: Path) -> None:
     """What each process was given is its EpochShuffler shard, in order: Lightning did not swap in its own sampler.
     That the two shards are disjoint and together the whole set is test_the_shards_are_reshuffled_every_epoch's."""
-    for rank in (0, 1):
+    for rank, expected in enumerate(_expected_shards(data_dir)):
         seen = json.loads((ddp_runs[launcher] / "shards" / f"rank{rank}.json").read_text())["0"]
-        assert seen == _expected_shard(data_dir, rank)
+        assert seen == expected
 
 
 def _last(cwd: Path) -> Path:
@@ -181,7 +175,7 @@ def test_a_run_resumed_mid_epoch_gives_each_rank_its_next_sample(launcher, ddp_r
     run = ddp_runs[launcher] / "lightning_logs" / "version_0" / "checkpoints"
     resume = ["--ckpt_path", str(run / f"step{MID_EPOCH}.ckpt")]
     _launch(launcher, tmp_path, *_ddp_fit(data_dir), _recorder("after"), *resume)
-    for rank in (0, 1):
+    for rank, expected in enumerate(_expected_shards(data_dir)):
         after = json.loads((tmp_path / "after" / f"rank{rank}.json").read_text())["0"]
-        assert after == _expected_shard(data_dir, rank)[MID_EPOCH * 32 :]
+        assert after == expected[MID_EPOCH * 32 :]
     assert same_weights(weights(_last(tmp_path)), weights(run / "last.ckpt"))
