@@ -1,9 +1,11 @@
-"""A callback for tests/test_ddp.py: each rank writes a digest of every training image it was given, per epoch."""
+"""A callback for tests/test_ddp.py: each rank writes a digest of every training image it was given, per epoch, and
+the thread count it trained with."""
 
 import hashlib
 import json
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Callback
 
 
@@ -19,4 +21,5 @@ class ShardRecorder(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+        record = {"threads": torch.get_num_threads(), "seen": self.seen}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -39,7 +39,8 @@ def _digests(images: torch.Tensor) -> list[str]:
 def _launch(launcher: str, cwd: Path, *args: str, bar: bool = False) -> list[tuple[str, str]]:
     """``mnist-lite ARGS`` in two processes: Lightning's own launcher, or torchrun as two nodes of one process each
     (node-rank 0 and 1, as the docs' recipe starts them on two machines). Returns each launch's stdout and stderr."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # every rank must find the shard recorder
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # as from a shell: not what main() set
+    env["PYTHONPATH"] = str(Path(__file__).parent)  # every rank must find the shard recorder
     command = [sys.executable, "-m", "mnist_lite", *args, f"--trainer.enable_progress_bar={str(bar).lower()}"]
     if launcher == "lightning":
         nodes = [command]
@@ -126,8 +127,16 @@ def test_each_rank_trains_on_its_own_shard_in_the_samplers_order(launcher, ddp_r
     """What each process was given is its EpochShuffler shard, in order: Lightning did not swap in its own sampler.
     That the two shards are disjoint and together the whole set is test_the_shards_are_reshuffled_every_epoch's."""
     for rank, expected in enumerate(_expected_shards(data_dir)):
-        seen = json.loads((ddp_runs[launcher] / "shards" / f"rank{rank}.json").read_text())["0"]
+        seen = json.loads((ddp_runs[launcher] / "shards" / f"rank{rank}.json").read_text())["seen"]["0"]
         assert seen == expected
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_each_rank_trains_on_the_thread_count_of_the_threads_option(launcher, ddp_runs) -> None:
+    """Lightning's launchers would set the cores over the processes per host (2 for a torchrun node on this 2-core
+    machine) where OMP_NUM_THREADS is unset; --threads (1 by default) is what the run records, so it must hold."""
+    for rank in (0, 1):
+        assert json.loads((ddp_runs[launcher] / "shards" / f"rank{rank}.json").read_text())["threads"] == 1
 
 
 def _last(cwd: Path) -> Path:
@@ -176,6 +185,6 @@ def test_a_run_resumed_mid_epoch_gives_each_rank_its_next_sample(launcher, ddp_r
     resume = ["--ckpt_path", str(run / f"step{MID_EPOCH}.ckpt")]
     _launch(launcher, tmp_path, *_ddp_fit(data_dir), _recorder("after"), *resume)
     for rank, expected in enumerate(_expected_shards(data_dir)):
-        after = json.loads((tmp_path / "after" / f"rank{rank}.json").read_text())["0"]
+        after = json.loads((tmp_path / "after" / f"rank{rank}.json").read_text())["seen"]["0"]
         assert after == expected[MID_EPOCH * 32 :]
     assert same_weights(weights(_last(tmp_path)), weights(run / "last.ckpt"))
