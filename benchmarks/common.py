@@ -45,12 +45,10 @@ QUIET = [
 
 def prepared_workdir(prefix: str) -> Path:
     """A new temporary folder holding the extracted MNIST under data/, for commands run as subprocesses."""
+    from mnist_lite import data_source  # imports torch: only the benchmarks that need it pay for it
+
     workdir = scratch(prefix)
-    subprocess.run(
-        [sys.executable, "-c", "from mnist_lite import data_source; data_source.prepare('data')"],
-        cwd=workdir,
-        check=True,
-    )
+    data_source.prepare(workdir / "data")
     return workdir
 
 
