@@ -79,7 +79,8 @@ def sweep(
     dimensions = search_space.load(space)
     name = study or Path(space).stem
     folder = Path(output or Path("lightning_logs") / "sweeps" / name)
-    base = _check(config, dimensions, folder)
+    worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
+    base = _check(config, dimensions, folder, rounds=not worker)  # the parent checked the rounds for its workers
     the_study = _study(optuna, storage, name)
     _claim(the_study, _fingerprint(base, config, seeds, dimensions), storage)
     try:
@@ -87,7 +88,6 @@ def sweep(
     except OSError as e:
         raise UserError(f"--output {folder}: {e.strerror or e}.") from None
     settings = {"config": config, "seeds": seeds, "folder": folder}
-    worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
     if not worker:
         optuna.storages.fail_stale_trials(the_study)  # the running trials of workers that died (else at each start)
         done = len(the_study.trials)
@@ -139,9 +139,9 @@ def _trial_options(folder: Path) -> list[str]:
     return [*FIT_OPTIONS, f"--trainer.logger={json.dumps(logger)}"]
 
 
-def _check(configs: list[str], dimensions: list[search_space.Dimension], folder: Path) -> Any:
-    """Parse the base configs, then each key at each bound or choice, with fit's own parser and the options every
-    trial adds, before any trial: every value a trial can draw then parses as it was written."""
+def _check(configs: list[str], dimensions: list[search_space.Dimension], folder: Path, rounds: bool = True) -> Any:
+    """Parse the base configs, then (with ``rounds``) each key at each bound or choice, with fit's own parser and
+    the options every trial adds, before any trial: every value a trial can draw then parses as it was written."""
     for d in dimensions:
         if d.key in SET_BY_THE_SWEEP or d.key.startswith("trainer.logger."):
             setter = SET_BY_THE_SWEEP.get(d.key, SET_BY_THE_SWEEP["trainer.logger"])
@@ -157,7 +157,7 @@ def _check(configs: list[str], dimensions: list[search_space.Dimension], folder:
     # checks the classes make themselves; a round that fails to parse is parsed again key by key, to name the one.
     options = _trial_options(folder)
     candidates = {d.key: d.candidates() for d in dimensions}
-    for i in range(max(map(len, candidates.values()))):
+    for i in range(max(map(len, candidates.values())) if rounds else 0):
         chosen = {key: values[i % len(values)] for key, values in candidates.items()}
         overrides = [_override(k, v) for k, v in chosen.items()]
         try:
