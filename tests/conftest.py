@@ -8,7 +8,7 @@ import yaml
 
 from mnist_lite import data_source
 
-from helpers import CPU, ONE_EPOCH, TINY, fit_args, main_in, once
+from helpers import CPU, ONE_EPOCH, TINY, ddp_fit_as_people_run_it, fit_args, main_in, once
 
 # A sweep worker killed mid-trial is declared dead after this many seconds without a heartbeat (8 by default):
 # set before the sweep module is imported, and inherited by the workers the tests start.
@@ -72,6 +72,13 @@ def tiny_checkpoint(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
     copy.parent.mkdir(parents=True)
     shutil.copyfile(tiny_run / "checkpoints" / "last.ckpt", copy)
     return copy
+
+
+@pytest.fixture(scope="session")
+def lightning_ddp_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """helpers.ddp_fit launched by Lightning itself: the reference of tests/test_ddp.py and tests/test_slurm.py, made
+    once whichever worker asks first. Its working folder; the tests only read it."""
+    return once(tmp_path_factory, "ddp_lightning", lambda f: ddp_fit_as_people_run_it("lightning", f, data_dir))
 
 
 def _check_fitted_with_cpu_yaml(path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import CPU, DDP, ROOT, once, same_weights, weights
+from helpers import DDP_ARGS, ROOT, same_weights, scale_out_budget, weights
 
 SBATCH = ROOT / "examples" / "slurm" / "fit.sbatch"
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -33,11 +33,8 @@ def cluster() -> dict[str, str]:
 
 
 def _fit_args(data_dir: Path) -> list[str]:
-    """Two processes over gloo, on a budget: 2 epochs of 60 steps (32 images each, per process); metrics.csv is
-    written from step 20 on."""
-    budget = ["--trainer.limit_train_batches=60", "--trainer.limit_val_batches=5", "--trainer.max_epochs=2"]
-    logs = ["--trainer.log_every_n_steps=10", "--trainer.logger.init_args.flush_logs_every_n_steps=20"]
-    return ["--config", str(CPU), "--config", str(DDP), f"--data.data_dir={data_dir}", *budget, *logs]
+    """The scale-out budget on two processes (tests/helpers.py): 2 epochs of 60 steps of 32 images each."""
+    return [*scale_out_budget(data_dir), *DDP_ARGS]
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -47,11 +44,9 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
 
 
 @pytest.fixture(scope="session")
-def lightnings_own(cluster: dict[str, str], data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same fit, launched by Lightning itself: the reference, made once whichever worker asks first."""
-    fit = ["mnist-lite", "fit", *_fit_args(data_dir), "--trainer.enable_progress_bar=false"]
-    folder = once(tmp_path_factory, "slurm_reference", lambda folder: _run(fit, folder, cluster))
-    return folder / "lightning_logs" / "version_0"
+def lightnings_own(cluster: dict[str, str], lightning_ddp_run: Path) -> Path:
+    """The same fit, launched by Lightning itself (conftest.py's, shared with tests/test_ddp.py): its run folder."""
+    return lightning_ddp_run / "lightning_logs" / "version_0"
 
 
 @pytest.mark.parametrize("layout", [["-N1", "--ntasks-per-node=2"], ["-n", "2"]], ids=["ntasks-per-node", "n"])
