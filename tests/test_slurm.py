@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import DDP_ARGS, ROOT, same_weights, scale_out_budget, weights
+from helpers import DDP_ARGS, ROOT, SCALE_OUT_EPOCHS, SCALE_OUT_STEPS, same_weights, scale_out_budget, weights
 
 SBATCH = ROOT / "examples" / "slurm" / "fit.sbatch"
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -55,7 +55,7 @@ def test_srun_fits_in_one_folder_like_lightnings_own_ddp(layout, cluster, data_d
     runs = list((tmp_path / "lightning_logs").iterdir())
     assert [r.name for r in runs] == ["version_0"]
     last = runs[0] / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["global_step"] == 120
+    assert torch.load(last, weights_only=True)["global_step"] == SCALE_OUT_EPOCHS * SCALE_OUT_STEPS
     assert same_weights(weights(last), weights(lightnings_own / "checkpoints" / "last.ckpt"))
     assert _val_acc(runs[0]) == _val_acc(lightnings_own)  # synced over both processes, as Lightning's own are
     # one process prints: rank 0's lines, once each, and nothing on stderr but srun's own word that it waited
@@ -110,7 +110,7 @@ def test_the_shipped_sbatch_script_runs_and_a_preempted_job_resumes_to_the_same_
     saved = tmp_path / "slurm" / job / "hpc_ckpt_1.ckpt"
     assert f"mnist-lite: saved {saved.relative_to(tmp_path)}; requeueing SLURM job {job}, which resumes" in log
     assert "Traceback" not in log
-    assert 0 < torch.load(saved, weights_only=True)["global_step"] < 120  # stopped mid-run
+    assert 0 < torch.load(saved, weights_only=True)["global_step"] < SCALE_OUT_EPOCHS * SCALE_OUT_STEPS  # mid-run
     assert "Last checkpoint: lightning_logs/version_1/checkpoints/last.ckpt" in log  # the resumed run's
     resumed = tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
     assert same_weights(weights(resumed), weights(lightnings_own / "checkpoints" / "last.ckpt"))

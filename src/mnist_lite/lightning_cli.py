@@ -174,7 +174,7 @@ class MnistLiteCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         torch.set_num_threads(config.threads)
         # Lightning's DDP launchers set cores // local processes unless OMP_NUM_THREADS is set: two torchrun nodes
-        # on one 2-core host then ran two threads each, and spent half their CPU spinning in OpenMP's barrier.
+        # on one 2-core host then ran two threads each, and spent a third of their CPU spinning in OpenMP's barrier.
         os.environ["OMP_NUM_THREADS"] = str(config.threads)
         _check_builds(config.model)
         if self.subcommand not in (None, "fit"):

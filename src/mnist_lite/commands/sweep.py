@@ -80,7 +80,9 @@ def sweep(
     name = study or Path(space).stem
     folder = Path(output or Path("lightning_logs") / "sweeps" / name)
     worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
-    base = _check(config, dimensions, folder, rounds=not worker)  # the parent checked the rounds for its workers
+    base = _base(config, dimensions, folder)
+    if not worker:  # a worker's parent checked the space before starting it
+        _check_rounds(base, config, dimensions, folder)
     the_study = _study(optuna, storage, name)
     _claim(the_study, _fingerprint(base, config, seeds, dimensions), storage)
     try:
@@ -139,9 +141,8 @@ def _trial_options(folder: Path) -> list[str]:
     return [*FIT_OPTIONS, f"--trainer.logger={json.dumps(logger)}"]
 
 
-def _check(configs: list[str], dimensions: list[search_space.Dimension], folder: Path, rounds: bool = True) -> Any:
-    """Parse the base configs, then (with ``rounds``) each key at each bound or choice, with fit's own parser and
-    the options every trial adds, before any trial: every value a trial can draw then parses as it was written."""
+def _base(configs: list[str], dimensions: list[search_space.Dimension], folder: Path) -> Any:
+    """fit's CLI for the base configs with the options every trial adds, unrun; first, the keys only the sweep sets."""
     for d in dimensions:
         if d.key in SET_BY_THE_SWEEP or d.key.startswith("trainer.logger."):
             setter = SET_BY_THE_SWEEP.get(d.key, SET_BY_THE_SWEEP["trainer.logger"])
@@ -153,11 +154,18 @@ def _check(configs: list[str], dimensions: list[search_space.Dimension], folder:
             base = lightning_cli.build([*base_args, *_trial_options(folder)], run=False, exit_on_error=False)
         except ArgumentError as e:
             raise UserError(f"--config: {concise(str(e))}") from None
+    return base
+
+
+def _check_rounds(base: Any, configs: list[str], dimensions: list[search_space.Dimension], folder: Path) -> None:
+    """Each key at each bound or choice, parsed with fit's own parser and the options every trial adds, before any
+    trial: every value a trial can draw then parses as it was written."""
+    base_args = [arg for path in configs for arg in ("--config", path)]
     # One build per round, each key at its next candidate (about 0.3 s each): what a trial would build, with the
     # checks the classes make themselves; a round that fails to parse is parsed again key by key, to name the one.
     options = _trial_options(folder)
     candidates = {d.key: d.candidates() for d in dimensions}
-    for i in range(max(map(len, candidates.values())) if rounds else 0):
+    for i in range(max(map(len, candidates.values()))):
         chosen = {key: values[i % len(values)] for key, values in candidates.items()}
         overrides = [_override(k, v) for k, v in chosen.items()]
         try:
@@ -172,7 +180,6 @@ def _check(configs: list[str], dimensions: list[search_space.Dimension], folder:
             raise UserError(f"--space: these values are not accepted together: {chosen}") from None
         except UserError as e:
             raise UserError(f"--space: a trial of {chosen} would fail: {e}") from None
-    return base
 
 
 def _fingerprint(base: Any, configs: list[str], seeds: list[int], dimensions: list) -> dict[str, Any]:
