@@ -280,6 +280,7 @@ def test_jpeg_scans_are_counted_from_the_markers() -> None:
         buffer, format="JPEG", progressive=True
     )
     assert 2 <= images.jpeg_scans(buffer.getvalue()) <= 20  # a progressive JPEG as encoders write them
+    assert images.jpeg_scans(buffer.getvalue() + _scans(50)) == images.jpeg_scans(buffer.getvalue())  # none past EOI
     assert images.jpeg_scans(_scans(10)) == 10
     assert images.jpeg_scans(_scans(100_000)) == images.MAX_JPEG_SCANS + 1  # counting stops early
 

@@ -126,6 +126,19 @@ def _hostile(kind: str, good: dict, folder: Path) -> tuple[Path, str]:
         data = _bytes(good)
         path.write_bytes(data[: len(data) // 2])
         return path, "not a PyTorch zip archive"
+    if kind == "damaged-entry":  # a byte of data.pkl changed where the archive stores it: its CRC no longer holds
+        data = bytearray(_bytes(good))
+        data[data.index(b"\x80\x02")] ^= 0xFF  # data.pkl's first byte: pickle protocol 2
+        path.write_bytes(bytes(data))
+        return path, "not a PyTorch zip archive"
+    if kind == "missing-storage":  # the walk passes, and torch finds no bytes for a tensor it names
+        data = _bytes(good)
+        source = zipfile.ZipFile(io.BytesIO(data))
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+            for info in source.infolist():
+                if not info.filename.endswith("/data/0"):
+                    target.writestr(info.filename, source.read(info))
+        return path, "is not a readable checkpoint (RuntimeError: "
     if kind == "empty":
         path.write_bytes(b"")
         return path, "is empty (0 bytes)"
@@ -178,6 +191,8 @@ KINDS = [
     "stack-global",
     "deflate-bomb",
     "truncated",
+    "damaged-entry",
+    "missing-storage",
     "empty",
     "text",
     "expand-bomb",
