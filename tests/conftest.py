@@ -15,15 +15,6 @@ from helpers import CPU, ONE_EPOCH, TINY, ddp_fit_as_people_run_it, fit_args, ma
 os.environ.setdefault("MNIST_LITE_SWEEP_GRACE_S", "4")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Coverage is traced in the fast tier and in every fixture, not in the slow tier's own tests: what those run
-    in-process the fast tier reaches too, but for the 19 lines with which a sweep starts its --jobs workers, and
-    untraced it costs half (pytest-cov's no_cover pauses the tracer for the test's call)."""
-    for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.no_cover)
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--ckpt", help="a checkpoint fitted by 'mnist-lite fit --config configs/cpu.yaml' (or MNIST_LITE_CKPT)"

@@ -127,9 +127,9 @@ def _hostile(kind: str, good: dict, folder: Path) -> tuple[Path, str]:
         path.write_bytes(data[: len(data) // 2])
         return path, "not a PyTorch zip archive"
     if kind == "damaged-entry":  # a byte of data.pkl changed where the archive stores it: its CRC no longer holds
-        data = bytearray(_bytes(good))
-        data[data.index(b"\x80\x02")] ^= 0xFF  # data.pkl's first byte: pickle protocol 2
-        path.write_bytes(bytes(data))
+        damaged = bytearray(_bytes(good))
+        damaged[damaged.index(b"\x80\x02")] ^= 0xFF  # data.pkl's first byte: pickle protocol 2
+        path.write_bytes(damaged)
         return path, "not a PyTorch zip archive"
     if kind == "missing-storage":  # the walk passes, and torch finds no bytes for a tensor it names
         data = _bytes(good)
