@@ -49,7 +49,7 @@ def _states(folder: Path, space: Path = SPACE) -> dict[int, str]:
 
 @pytest.mark.slow
 def test_a_sweep_writes_its_study_and_files_and_best_yaml_refits_the_best_trial(
-    base: list[str], in_tmp: Path, capsys
+    base: list[str], in_tmp: Path, capsys, monkeypatch
 ) -> None:
     """On the shipped space, configs/sweep/cpu.yaml."""
     main(_sweep(base, in_tmp, "--trials", "3", space=SHIPPED))
@@ -71,8 +71,11 @@ def test_a_sweep_writes_its_study_and_files_and_best_yaml_refits_the_best_trial(
     out = capsys.readouterr().out
     assert f"(val_acc={study.best_value:.4f})" in out
 
+    checked = []
+    monkeypatch.setattr(sweep_module, "_check_rounds", lambda *args: checked.append(args))
     main(_sweep(base, in_tmp, "--trials", "1", space=SHIPPED))  # the same command again continues the study
     assert "3 trials so far; this run adds 1" in capsys.readouterr().out
+    assert not checked  # its space was checked when it was made
     assert sorted(_states(in_tmp, SHIPPED)) == [0, 1, 2, 3]
 
 

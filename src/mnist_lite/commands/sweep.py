@@ -81,10 +81,11 @@ def sweep(
     folder = Path(output or Path("lightning_logs") / "sweeps" / name)
     worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
     base = _base(config, dimensions, folder)
-    if not worker:  # a worker's parent checked the space before starting it
+    fingerprint = _fingerprint(base, config, seeds, dimensions)
+    if not _made_with(optuna, storage, name, fingerprint):  # else its space was checked when it was made
         _check_rounds(base, config, dimensions, folder)
     the_study = _study(optuna, storage, name)
-    _claim(the_study, _fingerprint(base, config, seeds, dimensions), storage)
+    _claim(the_study, fingerprint, storage)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -108,8 +109,8 @@ WORKER_ENV = "MNIST_LITE_SWEEP_WORKER"  # set in the processes --jobs starts
 def _study(optuna: Any, storage: str, name: str) -> Any:
     if storage.startswith("sqlite") and (storage in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in storage):
         raise UserError(f"--storage {storage} keeps the study in memory, where no trial is kept: name a file.")
-    if storage.startswith("sqlite:///"):
-        folder = Path(storage.removeprefix("sqlite:///").split("?")[0]).parent
+    if (file := _sqlite_file(storage)) is not None:
+        folder = file.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -133,6 +134,21 @@ def _study(optuna: Any, storage: str, name: str) -> Any:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
         load_if_exists=True,
     )
+
+
+def _sqlite_file(storage: str) -> Path | None:
+    return Path(storage.removeprefix("sqlite:///").split("?")[0]) if storage.startswith("sqlite:///") else None
+
+
+def _made_with(optuna: Any, storage: str, name: str, fingerprint: dict[str, Any]) -> bool:
+    """Whether the storage holds this study already, made of these settings; nothing is created to find out."""
+    if (file := _sqlite_file(storage)) is not None and not file.exists():
+        return False
+    try:
+        found = optuna.load_study(study_name=name, storage=storage).user_attrs.get("fingerprint")
+    except Exception:  # no such study yet, or a storage that _study reports on
+        return False
+    return found is not None and found["digest"] == fingerprint["digest"]
 
 
 def _trial_options(folder: Path) -> list[str]:
