@@ -12,10 +12,7 @@ import pytest
 import torch
 import yaml
 
-from mnist_lite import data_source
-from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.cli import main
-from mnist_lite.data_source import to_unit_range
 
 from helpers import (
     CONF,
@@ -47,13 +44,6 @@ def _step(ckpt: Path) -> int:
     return torch.load(ckpt, weights_only=True)["global_step"]
 
 
-def _accuracy(ckpt: Path, data_dir: Path) -> float:
-    images, labels = data_source.load(data_dir, train=False)
-    model = MNISTClassifier.load_from_checkpoint(ckpt, weights_only=True).eval()
-    with torch.inference_mode():
-        return (model(to_unit_range(images)).argmax(1) == labels).float().mean().item()
-
-
 @pytest.fixture(scope="session")
 def uninterrupted(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     fit = ["fit", *RESUMABLE, f"--data.data_dir={data_dir}"]
@@ -82,7 +72,6 @@ def test_stopped_run_resumes_to_the_same_weights(sig, uninterrupted: Path, data_
     assert _step(final) == _step(uninterrupted) == TOTAL_STEPS
     # Bit-exact on the CPU: the same data order from the stopping batch on, and dropout's RNG restored.
     assert same_weights(weights(final), weights(uninterrupted))
-    assert abs(_accuracy(final, data_dir) - _accuracy(uninterrupted, data_dir)) <= 0.001
 
 
 def test_last_with_nothing_to_resume(in_tmp: Path, capsys) -> None:
