@@ -216,9 +216,10 @@ def test_a_storage_that_cannot_keep_the_study_is_one_line(storage, expected, bas
     assert expected in fails(args, capsys, max_lines=1)
 
 
-def test_a_study_takes_no_trial_of_other_configs(base: list[str], in_tmp: Path, capsys) -> None:
+def test_a_study_takes_no_trial_of_other_configs(base: list[str], in_tmp: Path, capsys, monkeypatch) -> None:
     main(_sweep(base, in_tmp, "--trials", "1"))
     capsys.readouterr()
+    monkeypatch.setattr(sweep_module, "_check_rounds", lambda *args: pytest.fail("refused only after checks"))
     other = [*base, "--config", str(_write(in_tmp / "other.yaml", {"model": {"label_smoothing": 0.2}}))]
     err = fails(_sweep(other, in_tmp, "--trials", "1"), capsys, max_lines=1)
     assert f"study '{SPACE.stem}' in sqlite:///" in err and f"was made with --config {CPU}" in err

@@ -81,11 +81,10 @@ def sweep(
     folder = Path(output or Path("lightning_logs") / "sweeps" / name)
     worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
     base = _base(config, dimensions, folder)
-    fingerprint = _fingerprint(base, config, seeds, dimensions)
-    if not _made_with(optuna, storage, name, fingerprint):  # else its space was checked when it was made
+    if not _claimed(optuna, storage, name):  # a claimed study's space was checked when it was made
         _check_rounds(base, config, dimensions, folder)
     the_study = _study(optuna, storage, name)
-    _claim(the_study, fingerprint, storage)
+    _claim(the_study, _fingerprint(base, config, seeds, dimensions), storage)  # refuses one of other settings
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -140,15 +139,14 @@ def _sqlite_file(storage: str) -> Path | None:
     return Path(storage.removeprefix("sqlite:///").split("?")[0]) if storage.startswith("sqlite:///") else None
 
 
-def _made_with(optuna: Any, storage: str, name: str, fingerprint: dict[str, Any]) -> bool:
-    """Whether the storage holds this study already, made of these settings; nothing is created to find out."""
+def _claimed(optuna: Any, storage: str, name: str) -> bool:
+    """Whether the storage holds the study already, claimed by a sweep; nothing is created to find out."""
     if (file := _sqlite_file(storage)) is not None and not file.exists():
         return False
     try:
-        found = optuna.load_study(study_name=name, storage=storage).user_attrs.get("fingerprint")
+        return "fingerprint" in optuna.load_study(study_name=name, storage=storage).user_attrs
     except Exception:  # no such study yet, or a storage that _study reports on
         return False
-    return found is not None and found["digest"] == fingerprint["digest"]
 
 
 def _trial_options(folder: Path) -> list[str]:
