@@ -3,10 +3,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-
-from mnist_lite import data_source
 
 from helpers import CPU, ONE_EPOCH, TINY, ddp_fit_as_people_run_it, fit_args, main_in, once
 
@@ -30,6 +27,8 @@ def _clean_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled MNIST extracted once per session; tests that damage files copy it first."""
+    from mnist_lite import data_source  # torch: not at the top (helpers.py says why)
+
     return once(tmp_path_factory, "data", data_source.prepare)
 
 
@@ -84,6 +83,8 @@ def lightning_ddp_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 def _check_fitted_with_cpu_yaml(path: Path) -> None:
     if not path.is_file():
         raise pytest.UsageError(f"--ckpt / MNIST_LITE_CKPT: {path} does not exist.")
+    import torch
+
     hparams = torch.load(path, weights_only=True).get("hyper_parameters", {})
     expected = yaml.safe_load(CPU.read_text())["model"]
     for key, value in expected.items():

@@ -1,4 +1,8 @@
-"""Helpers shared by the test modules (tests import these, never each other)."""
+"""Helpers shared by the test modules (tests import these, never each other). Like conftest.py, this imports no
+torch at the top: pytest-xdist's controller loads both before it starts the workers, and would keep them waiting
+the 6 s that torch takes."""
+
+from __future__ import annotations
 
 import csv
 import os
@@ -11,12 +15,15 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 from filelock import FileLock
 
 from mnist_lite.cli import main
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(__file__).parent / "conf"
@@ -210,10 +217,14 @@ def last(run: Path) -> Path:
 
 
 def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     return torch.load(ckpt, weights_only=True)["state_dict"]
 
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    import torch
+
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
