@@ -79,7 +79,6 @@ def sweep(
     dimensions = search_space.load(space)
     name = study or Path(space).stem
     folder = Path(output or Path("lightning_logs") / "sweeps" / name)
-    worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
     base = _base(config, dimensions, folder)
     if not _claimed(optuna, storage, name):  # a claimed study's space was checked when it was made
         _check_rounds(base, config, dimensions, folder)
@@ -90,6 +89,7 @@ def sweep(
     except OSError as e:
         raise UserError(f"--output {folder}: {e.strerror or e}.") from None
     settings = {"config": config, "seeds": seeds, "folder": folder}
+    worker = WORKER_ENV in os.environ  # one of the processes --jobs started: it runs trials, the parent reports
     if not worker:
         optuna.storages.fail_stale_trials(the_study)  # the running trials of workers that died (else at each start)
         done = len(the_study.trials)
