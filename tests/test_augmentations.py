@@ -108,12 +108,17 @@ def test_only_training_batches_are_augmented(data_dir: Path) -> None:
     assert not torch.equal(dm.on_after_batch_transfer((images, labels), 0)[0], to_unit_range(images))
 
 
-def test_grid_has_nine_titled_panels(reference: torch.Tensor) -> None:
+def test_grid_has_nine_captioned_panels(reference: torch.Tensor) -> None:
+    """Each augmentation's showcase, under a caption of its name and difference (one picture: figures.py says why)."""
     fig = figures.augmentation_grid(reference, 5, 0, list(REGISTRY))
-    panels = [ax for ax in fig.axes if ax.images]
-    assert len(panels) == 9
-    assert [ax.get_title().split("\n")[0] for ax in panels] == list(REGISTRY)
-    assert all(ax.get_title().endswith("% diff") for ax in panels)
+    (ax,) = fig.axes
+    picture = torch.as_tensor(ax.images[0].get_array())
+    assert [text.get_text().split("\n")[0] for text in ax.texts] == list(REGISTRY)
+    for text, (name, augmentation) in zip(ax.texts, REGISTRY.items()):
+        assert text.get_text().endswith("% diff"), name
+        x, y = text.get_position()  # the caption sits centred just above its digit
+        left, top = int(x) - 14, int(y) + 1
+        assert torch.allclose(picture[top : top + 28, left : left + 28], augmentation.showcase(reference).squeeze())
     assert fig.get_suptitle() == "Training image 0: digit 5"
 
 

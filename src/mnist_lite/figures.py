@@ -3,10 +3,10 @@
 in a notebook or anywhere else, and no figure outlives its PNG."""
 
 import math
+import textwrap
 from pathlib import Path
 
 import torch
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from mnist_lite.augmentations import REGISTRY, mean_abs_difference
@@ -15,17 +15,9 @@ from mnist_lite.errors import UserError
 
 def augmentation_grid(image: torch.Tensor, label: int, index: int, names: list[str]) -> Figure:
     """The showcase transform of each named augmentation on one image, titled with its difference."""
-    cols = 3
-    rows = -(-len(names) // cols)
-    fig = Figure(figsize=(2.4 * cols, 2.6 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, name in zip(axes.flat, names):
-        augmented = REGISTRY[name].showcase(image)
-        _show(ax, augmented, f"{name}\n{mean_abs_difference(augmented, image):.1%} diff")
-    for ax in axes.flat[len(names) :]:
-        ax.axis("off")
-    fig.suptitle(f"Training image {index}: digit {label}")
-    return fig
+    augmented = [REGISTRY[name].showcase(image) for name in names]
+    captions = [f"{name}\n{mean_abs_difference(a, image):.1%} diff" for name, a in zip(names, augmented)]
+    return _captioned_grid(f"Training image {index}: digit {label}", augmented, captions, cols=3)
 
 
 def random_augmentation_grid(
@@ -34,14 +26,10 @@ def random_augmentation_grid(
     """A row per augmentation: ``samples`` draws of its training-time random version."""
     generator = torch.Generator().manual_seed(seed)
     batch = image.expand(samples, 1, 28, 28)
-    fig = Figure(figsize=(1.9 * samples, 2.1 * len(names)), layout="constrained")
-    axes = fig.subplots(len(names), samples, squeeze=False)
-    for row, name in zip(axes, names):
-        augmented = REGISTRY[name].random(batch, generator)
-        for ax, sample in zip(row, augmented):
-            _show(ax, sample, f"{name}\n{mean_abs_difference(sample, image):.1%} diff")
-    fig.suptitle(f"Training image {index}: digit {label}, random training-time versions (seed {seed})")
-    return fig
+    drawn = [(name, sample) for name in names for sample in REGISTRY[name].random(batch, generator)]
+    captions = [f"{name}\n{mean_abs_difference(sample, image):.1%} diff" for name, sample in drawn]
+    title = f"Training image {index}: digit {label}, random training-time versions (seed {seed})"
+    return _captioned_grid(title, [sample for _, sample in drawn], captions, cols=samples)
 
 
 def confusion_matrix(matrix: torch.Tensor) -> Figure:
@@ -82,21 +70,13 @@ def per_class_accuracy(accuracy: torch.Tensor) -> Figure:
 
 
 def error_grid(confidence: torch.Tensor, images: torch.Tensor, true: torch.Tensor, predicted: torch.Tensor) -> Figure:
-    """The most confidently wrong test images, each titled with its true and predicted digit: one picture of them
-    all on a white ground, as a grid of axes per image costs four times the drawing time."""
-    cols, side, gap, head = 4, 28, 3, 9  # in image pixels: a digit, the gap between two, the room for a title
-    rows = max(1, -(-len(images) // cols))
-    ground = torch.ones(rows * (head + side), cols * (gap + side))
-    fig = Figure(figsize=(2.2 * cols, 2.4 * rows))
-    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.5 / fig.get_figheight()))  # the figure's title in the top 0.5 in
-    for i, (conf, image, t, p) in enumerate(zip(confidence.tolist(), images, true.tolist(), predicted.tolist())):
-        top, left = (i // cols) * (head + side) + head, (i % cols) * (gap + side) + gap // 2
-        ground[top : top + side, left : left + side] = image.squeeze()
-        ax.text(left + side / 2, top - 1, f"true {t}, predicted {p}\n({conf:.0%} sure)", ha="center", fontsize=9)
-    ax.imshow(ground.numpy(), cmap="gray", vmin=0, vmax=1)
-    ax.axis("off")
-    fig.suptitle("Most confidently wrong test images" if len(images) else "No test image was misclassified")
-    return fig
+    """The most confidently wrong test images, each titled with its true and predicted digit."""
+    captions = [
+        f"true {t}, predicted {p}\n({conf:.0%} sure)"
+        for conf, t, p in zip(confidence.tolist(), true.tolist(), predicted.tolist())
+    ]
+    title = "Most confidently wrong test images" if len(images) else "No test image was misclassified"
+    return _captioned_grid(title, list(images), captions, cols=4)
 
 
 def learning_curves(rows: list[dict[str, str]], label_smoothing: float = 0.0) -> Figure:
@@ -145,10 +125,27 @@ def _with_margins(fig: Figure) -> Figure:
     return fig
 
 
-def _show(ax: Axes, image: torch.Tensor, title: str) -> None:
-    ax.imshow(image.squeeze().numpy(), cmap="gray", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=9)
+def _captioned_grid(title: str, images: list[torch.Tensor], captions: list[str], cols: int) -> Figure:
+    """Digits (pixels in [0, 1]) in rows of ``cols``, each under its two-line caption: one picture of them all on a
+    white ground, as a grid of axes, one per digit, costs four times the drawing time."""
+    side, gap, head = 28, 3, 9  # in image pixels: a digit, the gap between two, the room for a caption
+    rows = max(1, -(-len(images) // cols))
+    ground = torch.ones(rows * (head + side), cols * (gap + side))
+    inch = 2.2 / (gap + side)  # an image pixel, in inches: 2.2 in a column
+    width = inch * ground.shape[1] / 0.98
+    lines = textwrap.wrap(title, max(20, int(width * 9)))  # about 9 characters of the title to the inch
+    above = 0.1 + 0.22 * len(lines)  # inches above the grid, for the title
+    height = inch * len(ground) / 0.98 + above
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - above / height))
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        top, left = (i // cols) * (head + side) + head, (i % cols) * (gap + side) + gap // 2
+        ground[top : top + side, left : left + side] = image.squeeze()
+        ax.text(left + side / 2, top - 1, caption, ha="center", fontsize=9)
+    ax.imshow(ground.numpy(), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
+    fig.suptitle("\n".join(lines), y=1 - 0.1 / height, va="top")
+    return fig
 
 
 def save(fig: Figure, path: str | Path) -> Path:
