@@ -76,6 +76,8 @@ def sweep(
         raise UserError("sweep needs Optuna: pip install -e '.[sweep]'.") from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line of ours per trial instead, failures too
     seeds = seeds or [0]
+    if storage.startswith("sqlite") and (storage in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in storage):
+        raise UserError(f"--storage {storage} keeps the study in memory, where no trial is kept: name a file.")
     dimensions = search_space.load(space)
     name = study or Path(space).stem
     folder = Path(output or Path("lightning_logs") / "sweeps" / name)
@@ -106,8 +108,6 @@ WORKER_ENV = "MNIST_LITE_SWEEP_WORKER"  # set in the processes --jobs starts
 
 
 def _study(optuna: Any, storage: str, name: str) -> Any:
-    if storage.startswith("sqlite") and (storage in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in storage):
-        raise UserError(f"--storage {storage} keeps the study in memory, where no trial is kept: name a file.")
     if (file := _sqlite_file(storage)) is not None:
         folder = file.parent
         try:
