@@ -19,7 +19,7 @@ from mnist_lite.cli import main
 from mnist_lite.commands.sweep import GRACE_S
 from mnist_lite.errors import UserError
 
-from helpers import CONF, CPU, ROOT, TINY, fails
+from helpers import CONF, CPU, ROOT, TINY, fails, free_port
 
 SHIPPED = ROOT / "configs" / "sweep" / "cpu.yaml"
 SPACE = CONF / "space.yaml"  # three keys: each sweep checks two rounds of values before its first trial, not five
@@ -206,14 +206,18 @@ def test_short_names_are_unambiguous() -> None:
 
 @pytest.mark.parametrize(
     ("storage", "expected"),
-    [("sqlite://", "keeps the study in memory"), ("sqlite:///a_file/study.db", "a file is in its way")],
-    ids=["in-memory", "under-a-file"],
+    [
+        ("sqlite://", "keeps the study in memory"),
+        ("sqlite:///a_file/study.db", "a file is in its way"),
+        ("postgresql+psycopg2://optuna@127.0.0.1:{port}/optuna", "Connection refused"),
+    ],
+    ids=["in-memory", "under-a-file", "no-server"],
 )
 def test_a_storage_that_cannot_keep_the_study_is_one_line(storage, expected, base, in_tmp: Path, capsys) -> None:
     (in_tmp / "a_file").write_text("")
     args = _sweep(base, in_tmp, "--trials", "1")
-    args[args.index("--storage") + 1] = storage
-    assert expected in fails(args, capsys, max_lines=1)
+    args[args.index("--storage") + 1] = storage = storage.format(port=free_port())
+    assert f"--storage {storage}" in (err := fails(args, capsys, max_lines=1)) and expected in err
 
 
 def test_a_study_takes_no_trial_of_other_configs(base: list[str], in_tmp: Path, capsys, monkeypatch) -> None:
