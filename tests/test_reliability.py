@@ -31,7 +31,7 @@ from helpers import (
 )
 
 RESUMABLE = ["--config", str(CPU), "--config", str(CONF / "resumable.yaml")]
-TOTAL_STEPS = 3 * 60  # resumable.yaml: 3 epochs of 60 batches
+TOTAL_STEPS = 2 * 60  # resumable.yaml: 2 epochs of 60 batches
 
 
 def _fit_process(cwd: Path, data_dir: Path) -> subprocess.Popen:
