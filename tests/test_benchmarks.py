@@ -11,7 +11,7 @@ import pytest
 
 from helpers import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.no_cover]  # they check the scripts, outside the measured package
+pytestmark = pytest.mark.slow
 NAMES = [
     "accuracy",
     "augmentation",

@@ -15,7 +15,6 @@ from mnist_lite.cli import SUBCOMMANDS, TRAINER_SUBCOMMANDS, main
 
 from helpers import ROOT
 
-pytestmark = pytest.mark.no_cover  # they check the docs, not the package (whose parsers test_cli.py covers): untraced
 PAGES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").rglob("*.md"))]
 INLINE = re.compile(r"`(mnist-lite [^`]+)`")
 # Files the docs' commands name that a run writes first: parsed in their stead, a config of the same kind.
