@@ -6,6 +6,7 @@ import io
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -131,6 +132,13 @@ def _hostile(kind: str, good: dict, folder: Path) -> tuple[Path, str]:
         damaged[damaged.index(b"\x80\x02")] ^= 0xFF  # data.pkl's first byte: pickle protocol 2
         path.write_bytes(damaged)
         return path, "not a PyTorch zip archive"
+    if kind in ("zip-version-from-the-future", "encrypted-entry"):  # fields of every central directory entry
+        offset, value = (6, 144) if kind == "zip-version-from-the-future" else (8, 1)  # zip 14.4 on; flag bit 0
+        patched = bytearray(_bytes(good))
+        for entry in re.finditer(b"PK\x01\x02", patched):
+            patched[entry.start() + offset] |= value
+        path.write_bytes(patched)
+        return path, "not a PyTorch zip archive"
     if kind == "missing-storage":  # the walk passes, and torch finds no bytes for a tensor it names
         data = _bytes(good)
         source = zipfile.ZipFile(io.BytesIO(data))
@@ -192,6 +200,8 @@ KINDS = [
     "deflate-bomb",
     "truncated",
     "damaged-entry",
+    "zip-version-from-the-future",
+    "encrypted-entry",
     "missing-storage",
     "empty",
     "text",

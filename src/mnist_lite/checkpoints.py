@@ -76,6 +76,9 @@ _short.maxstring = _short.maxother = 80
 _short.maxlist = _short.maxdict = _short.maxtuple = 4
 _short.maxlevel = 2
 shown = _short.repr
+# What zipfile raises for a damaged archive, or for one it cannot read: a newer format version (NotImplementedError),
+# an encrypted entry (RuntimeError).
+_ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError, EOFError)
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -120,7 +123,7 @@ def _check_archive(data: bytes, path: Path) -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+    except _ZIP_ERRORS:
         raise not_an_archive from None
     if len(entries) > MAX_ENTRIES:
         raise UserError(f"refusing {path}: {len(entries):,} archive entries, more than the {MAX_ENTRIES:,} accepted.")
@@ -134,7 +137,7 @@ def _check_archive(data: bytes, path: Path) -> None:
         raise UserError(f"{path} is not a checkpoint: a PyTorch archive holds one data.pkl, this one {len(pickles)}.")
     try:
         pickle = archive.read(pickles[0])
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):  # a stored entry's bytes are read and CRC-checked
+    except _ZIP_ERRORS:  # a stored entry's bytes are read and CRC-checked
         raise not_an_archive from None
     for name in _globals(pickle, path):
         if name not in GLOBALS:
