@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture
-def database(request: pytest.FixtureRequest) -> str:
-    """The server's URL, and a study name of this test's own (dropped after it)."""
+def database(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The server's URL. Its password comes as docs/sweeps.md advises, from PGPASSWORD: .ci/cluster's is optuna."""
+    monkeypatch.setenv("PGPASSWORD", os.environ.get("PGPASSWORD", "optuna"))
     url = os.environ.get("MNIST_LITE_POSTGRES") or (STATE.read_text().strip() if STATE.exists() else "")
     try:
         if url:

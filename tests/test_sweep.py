@@ -207,17 +207,23 @@ def test_short_names_are_unambiguous() -> None:
 @pytest.mark.parametrize(
     ("storage", "expected"),
     [
-        ("sqlite://", "keeps the study in memory"),
-        ("sqlite:///a_file/study.db", "a file is in its way"),
-        ("postgresql+psycopg2://optuna@127.0.0.1:{port}/optuna", "Connection refused"),
+        ("sqlite://", "--storage sqlite:// keeps the study in memory"),
+        ("sqlite:///a_file/study.db", "--storage sqlite:///a_file/study.db: cannot make the folder a_file: a file is"),
+        (
+            "postgresql://optuna:secret@127.0.0.1:{port}/optuna",
+            "--storage postgresql://optuna:***@127.0.0.1:{port}/optuna: (psycopg.OperationalError) connection failed",
+        ),
+        ("mysql://optuna@127.0.0.1/optuna", "--storage mysql://optuna@127.0.0.1/optuna: its driver (MySQLdb) is not"),
     ],
-    ids=["in-memory", "under-a-file", "no-server"],
+    ids=["in-memory", "under-a-file", "no-server", "no-driver"],
 )
 def test_a_storage_that_cannot_keep_the_study_is_one_line(storage, expected, base, in_tmp: Path, capsys) -> None:
     (in_tmp / "a_file").write_text("")
+    port = free_port()
     args = _sweep(base, in_tmp, "--trials", "1")
-    args[args.index("--storage") + 1] = storage = storage.format(port=free_port())
-    assert f"--storage {storage}" in (err := fails(args, capsys, max_lines=1)) and expected in err
+    args[args.index("--storage") + 1] = storage.format(port=port)
+    err = fails(args, capsys, max_lines=1)
+    assert expected.format(port=port) in err and "secret" not in err  # the password is shown as ***
 
 
 def test_a_study_takes_no_trial_of_other_configs(base: list[str], in_tmp: Path, capsys, monkeypatch) -> None:

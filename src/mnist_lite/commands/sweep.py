@@ -85,7 +85,7 @@ def sweep(
     if not _claimed(optuna, storage, name):  # a claimed study's space was checked when it was made
         _check_rounds(base, config, dimensions, folder)
     the_study = _study(optuna, storage, name)
-    _claim(the_study, _fingerprint(base, config, seeds, dimensions), storage)  # refuses one of other settings
+    _claim(the_study, _fingerprint(base, config, seeds, dimensions), _shown(storage))  # refuses other settings
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -95,7 +95,7 @@ def sweep(
     if not worker:
         optuna.storages.fail_stale_trials(the_study)  # the running trials of workers that died (else at each start)
         done = len(the_study.trials)
-        print(f"Study {name!r} in {storage}: {done} trials so far; this run adds {trials}.", flush=True)
+        print(f"Study {name!r} in {_shown(storage)}: {done} trials so far; this run adds {trials}.", flush=True)
     if jobs == 1 or worker:
         _work(optuna, the_study, dimensions, settings, trials)
     else:
@@ -123,8 +123,14 @@ def _study(optuna: Any, storage: str, name: str) -> Any:
             grace_period=GRACE_S,
             engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
         )
+    except ImportError as e:  # Optuna's own words name no package
+        driver = getattr(e.__cause__, "name", None) or "?"
+        raise UserError(
+            f"--storage {_shown(storage)}: its driver ({driver}) is not installed. Install it; for PostgreSQL, "
+            "write postgresql:// and pip install -e '.[postgres]'."
+        ) from None
     except Exception as e:  # SQLAlchemy's errors for a bad URL or an unreachable server
-        raise UserError(f"--storage {storage}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"--storage {_shown(storage)}: {str(e).splitlines()[0]}") from None
     return optuna.create_study(
         storage=rdb,
         study_name=name,
@@ -133,6 +139,16 @@ def _study(optuna: Any, storage: str, name: str) -> Any:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
         load_if_exists=True,
     )
+
+
+def _shown(storage: str) -> str:
+    """The URL as messages show it: a password in it becomes ***."""
+    from sqlalchemy.engine import make_url  # Optuna's own dependency
+
+    try:
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: _study says so, and it holds no password to hide
+        return storage
 
 
 def _sqlite_file(storage: str) -> Path | None:
@@ -207,18 +223,18 @@ def _fingerprint(base: Any, configs: list[str], seeds: list[int], dimensions: li
     return {"digest": digest, "made_with": shlex.join(words), "seeds": seeds}
 
 
-def _claim(study: Any, fingerprint: dict[str, Any], storage: str) -> None:
+def _claim(study: Any, fingerprint: dict[str, Any], where: str) -> None:
     """Mark a new study with its fingerprint, or refuse to add trials of other settings to an existing one."""
     found = study.user_attrs.get("fingerprint")
     if found is None:
         if study.trials:
             raise UserError(
-                f"study {study.study_name!r} in {storage} was not made by mnist-lite sweep: name another with --study."
+                f"study {study.study_name!r} in {where} was not made by mnist-lite sweep: name another with --study."
             )
         study.set_user_attr("fingerprint", fingerprint)
     elif found["digest"] != fingerprint["digest"]:
         raise UserError(
-            f"study {study.study_name!r} in {storage} was made with {found['made_with']} and its space as it was "
+            f"study {study.study_name!r} in {where} was made with {found['made_with']} and its space as it was "
             "then; these configs, seeds or space differ. Start a new study with --study NAME, or go back to those."
         )
 
