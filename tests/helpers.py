@@ -162,6 +162,21 @@ def glued_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if any(f in line and not line.startswith(f) for f in ours)]
 
 
+NO_CLUSTER = "run `bash .ci/run --cluster`, or `sudo .ci/cluster start DIR` and set MNIST_LITE_CLUSTER=DIR"
+
+
+def cluster_env(what: str) -> dict[str, str]:
+    """The settings of the private cluster that MNIST_LITE_CLUSTER names (.ci/cluster writes its cluster.env). None
+    there: the test fails under CI, which must run it, and skips elsewhere, saying how to start one."""
+    folder = os.environ.get("MNIST_LITE_CLUSTER")
+    env = folder and Path(folder, "cluster.env")
+    if not env or not env.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the {what} tests: MNIST_LITE_CLUSTER names no cluster ({folder})")
+        pytest.skip(f"no {what} here: {NO_CLUSTER}")
+    return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as s:

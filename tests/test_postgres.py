@@ -1,5 +1,6 @@
 """Sweeps past one machine: workers in two working folders, as on two machines, share one study on a real
-PostgreSQL server (`.ci/cluster start` runs one on loopback); a worker killed mid-trial costs only its trial."""
+PostgreSQL server (`.ci/cluster start DIR` runs a private one on loopback); a worker killed mid-trial costs only
+its trial."""
 
 import os
 import signal
@@ -15,27 +16,19 @@ import yaml
 
 from mnist_lite.commands.sweep import GRACE_S
 
-from helpers import CONF, CPU, TINY, main_in
+from helpers import CONF, CPU, TINY, cluster_env, main_in
 
 SPACE = CONF / "space.yaml"  # a small one: tests/test_sweep.py sweeps the shipped space
-STATE = Path("/tmp/mnist-lite-cluster/postgres")  # where .ci/cluster writes the server's URL
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture
 def database(monkeypatch: pytest.MonkeyPatch) -> str:
-    """The server's URL. Its password comes as docs/sweeps.md advises, from PGPASSWORD: .ci/cluster's is optuna."""
-    monkeypatch.setenv("PGPASSWORD", os.environ.get("PGPASSWORD", "optuna"))
-    url = os.environ.get("MNIST_LITE_POSTGRES") or (STATE.read_text().strip() if STATE.exists() else "")
-    try:
-        if url:
-            sqlalchemy.create_engine(url).connect().close()
-    except Exception as e:
-        url = f"unreachable: {e}".splitlines()[0]
-    if not url or url.startswith("unreachable"):
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL tests: .ci/cluster start gave no server ({url})")
-        pytest.skip(f"no PostgreSQL server here ({url or 'none'}): run `sudo .ci/cluster start`")
+    """The server's URL. Its password comes as docs/sweeps.md advises, from PGPASSWORD."""
+    settings = cluster_env("PostgreSQL")
+    monkeypatch.setenv("PGPASSWORD", settings["PGPASSWORD"])
+    url = settings["MNIST_LITE_POSTGRES"]
+    sqlalchemy.create_engine(url).connect().close()  # the server is up, or the test fails saying why
     return url
 
 

@@ -1,10 +1,9 @@
-"""Scale-out under a real SLURM cluster (`.ci/cluster start` makes a one-host one): srun in both of its forms, the
-shipped sbatch script, and a preempted job that requeues and resumes to the same weights."""
+"""Scale-out under a real SLURM cluster (`.ci/cluster start DIR` makes a private one-host one): srun in both of
+its forms, the shipped sbatch script, and a preempted job that requeues and resumes to the same weights."""
 
 import csv
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import DDP_ARGS, ROOT, SCALE_OUT_EPOCHS, SCALE_OUT_STEPS, same_weights, scale_out_budget, weights
+from helpers import (
+    DDP_ARGS,
+    ROOT,
+    SCALE_OUT_EPOCHS,
+    SCALE_OUT_STEPS,
+    cluster_env,
+    same_weights,
+    scale_out_budget,
+    weights,
+)
 
 SBATCH = ROOT / "examples" / "slurm" / "fit.sbatch"
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -21,13 +29,11 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 @pytest.fixture(scope="session")
 def cluster() -> dict[str, str]:
-    """The environment for commands submitted to the cluster: mnist-lite on PATH, no SLURM job of our own."""
-    up = shutil.which("sinfo") and subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout
-    if not up or ("idle" not in up and "mix" not in up and "alloc" not in up):
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the SLURM tests: .ci/cluster start did not bring a cluster up")
-        pytest.skip("no SLURM cluster here: run `sudo .ci/cluster start` (Debian's slurm-wlm and munge)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    """The environment for commands submitted to the cluster: its config, mnist-lite on PATH, no SLURM job of ours."""
+    os.environ["SLURM_CONF"] = cluster_env("SLURM")["SLURM_CONF"]  # for scontrol and scancel here too
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+    up = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout
+    assert "idle" in up or "mix" in up or "alloc" in up, f"the cluster at {env['SLURM_CONF']} is not up: {up!r}"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return env
 
