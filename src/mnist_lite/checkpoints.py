@@ -1,29 +1,32 @@
-"""Checkpoints are data: the strict reader, the hyperparameter allow-list and the network's shape checks.
+"""Checkpoints are data: the one reader of a ``.ckpt`` file, and the network it describes.
 
-Plain PyTorch, no Lightning, so export and serve read checkpoints without it. A file is checked in layers, each
-before the next costs anything:
-1. it is a regular file of bounded size, a zip archive of uncompressed entries of bounded count and size;
-2. its pickle names no global outside ``GLOBALS`` (walked with ``pickletools``, before ``torch.load`` runs), whatever
-   torch's own weights-only allow-list holds after other libraries have added to it;
-3. ``torch.load(weights_only=True)``, then every tensor's metadata (dtype, layout, contiguity, size) and the
-   fields Lightning reads back, before any tensor's values are touched;
-4. the hyperparameters: a class is accepted only from the allow-list or when the user's own config names it;
-5. the weights' shapes against the network the hyperparameters describe, built on the meta device; then the
-   values: finite, and variances that are not negative.
+Plain PyTorch, no Lightning, so export and serve read checkpoints without it. A file is read once, into memory, and
+parsed in layers, each before the next costs anything:
+1. a regular file of bounded size; a zip archive laid out as ``torch.save`` writes one (stored entries back to back
+   from the first byte, the central directory right after them, each name once), so that no second zip reader
+   could see other entries;
+2. the entries that were checked are re-packed into a fresh archive, and that alone goes to ``torch.load``, with
+   ``weights_only=True`` and torch's own allow-list only (other libraries' additions are set aside for the call):
+   what was checked is what is loaded;
+3. every tensor's metadata (dtype, layout, contiguity, size) and the fields Lightning reads back, before any
+   tensor's values are touched.
+Of the hyperparameters, only ``net`` is ever used: one of the project's networks, or a class the user's own config
+names, with plain arguments; the weights' shapes are compared on the meta device before their values are read.
 Every refusal is one line, its quoted values cut short with ``reprlib``.
 """
 
 import importlib
-import inspect
 import io
 import math
-import pickletools
+import pickle
 import re
 import reprlib
+import struct
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,16 +39,6 @@ MAX_FILE_BYTES = 64 * 1024 * 1024  # the project's checkpoints are 0.2-1 MB
 MAX_ENTRIES = 4096
 MAX_TENSOR_ELEMENTS = 16 * 1024 * 1024
 MAX_VALUES = 200_000  # containers and values walked in one checkpoint, aliases counted each time
-# Everything a checkpoint that torch.save and Lightning write can name: the tensor rebuild, the typed storages of
-# plain real dtypes, and OrderedDict (state_dict). Complex, quantized, sparse, meta and float8 tensors need others.
-GLOBALS = {
-    "collections.OrderedDict",
-    "torch._utils._rebuild_tensor_v2",
-    *(
-        f"torch.{kind}Storage"
-        for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
-    ),
-}
 DTYPES = {
     torch.float32,
     torch.float64,
@@ -58,19 +51,10 @@ DTYPES = {
     torch.uint8,
     torch.bool,
 }
-# Optimizers and schedules are matched by attribute of modules torch has already imported: checking imports nothing.
-OPTIMIZER_MODULE, SCHEDULER_MODULE = "torch.optim", "torch.optim.lr_scheduler"
-# Lightning's own keys, written by LightningCLI's save_hyperparameters: one accepted value each.
-LIGHTNING_KEYS = {
-    "_instantiator": "lightning.pytorch.cli.instantiate_module",
-    "_class_path": "mnist_lite.classifier.MNISTClassifier",
-}
-MODEL_SETTINGS = {"net", "optimizer", "scheduler", "label_smoothing", "teacher", "temperature", "distillation"}
 # A dotted name is how jsonargparse names code to import; no plain setting of ours is spelt like one.
 _IMPORT_PATH = re.compile(r"^\s*[A-Za-z_]\w*(\s*\.\s*[A-Za-z_]\w*)+\s*$")
 _VERSION = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,4}([.+\-\w]{0,40})$")
 _MAX_STRING, _MAX_LIST = 1_000, 1_000
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 _short = reprlib.Repr()  # a refused value is quoted this short, however large or deep it is
 _short.maxstring = _short.maxother = 80
 _short.maxlist = _short.maxdict = _short.maxtuple = 4
@@ -78,18 +62,23 @@ _short.maxlevel = 2
 shown = _short.repr
 # What zipfile raises for a damaged archive, or for one it cannot read: a newer format version (NotImplementedError),
 # an encrypted entry (RuntimeError).
-_ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError, EOFError)
+_ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError, EOFError, struct.error)
+_LOCAL_HEADER, _DESCRIPTOR, _END_RECORD = b"PK\x03\x04", b"PK\x07\x08", b"PK\x05\x06"
 
 
 def read(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents, after the checks of layers 1-3 above. ``UserError`` says why one is refused."""
     path = Path(path)
-    data = _read_file(path)
-    _check_archive(data, path)
+    checked = _repacked(_read_file(path), path)
     try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for what passed the walk yet fails
-        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {_first_line(e)}).") from None
+        with _torch_allow_list_only():
+            checkpoint = torch.load(checked, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message advises loading the file unsafely: not repeated here
+        raise UserError(
+            f"refusing {path}: it holds more than tensors and their containers (torch's weights-only reader)."
+        ) from None
+    except Exception as e:  # RuntimeError and others, for an archive torch cannot make tensors of
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {first_line(e)}).") from None
     _check_fields(checkpoint, path)
     return checkpoint
 
@@ -114,8 +103,8 @@ def _read_file(path: Path) -> bytes:
     return data
 
 
-def _check_archive(data: bytes, path: Path) -> None:
-    """The zip directory (bounded, uncompressed) and the pickle's globals, before torch.load reads anything."""
+def _repacked(data: bytes, path: Path) -> io.BytesIO:
+    """The archive's entries, checked as layer 1 says, written afresh into an archive that only they are in."""
     not_an_archive = UserError(
         f"{path} is not a checkpoint: not a PyTorch zip archive (another kind of file, or cut short). "
         f"Pass a .ckpt that fit wrote (mnist-lite runs lists them)."
@@ -123,59 +112,57 @@ def _check_archive(data: bytes, path: Path) -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
+        if len(entries) > MAX_ENTRIES:
+            raise UserError(
+                f"refusing {path}: {len(entries):,} archive entries, more than the {MAX_ENTRIES:,} accepted."
+            )
+        if any("/code/" in e.filename or e.filename.endswith("/constants.pkl") for e in entries):
+            raise UserError(f"{path} is a TorchScript export, not a checkpoint: pass the .ckpt it was exported from.")
+        if problem := _layout_problem(data, entries):
+            raise UserError(f"refusing {path}: {problem}.")
+        repacked = io.BytesIO()
+        with zipfile.ZipFile(repacked, "w", zipfile.ZIP_STORED) as fresh:
+            for entry in entries:
+                fresh.writestr(entry.filename, archive.read(entry))  # each stored entry's CRC is checked here
     except _ZIP_ERRORS:
         raise not_an_archive from None
-    if len(entries) > MAX_ENTRIES:
-        raise UserError(f"refusing {path}: {len(entries):,} archive entries, more than the {MAX_ENTRIES:,} accepted.")
-    if any("/code/" in e.filename or e.filename.endswith("/constants.pkl") for e in entries):
-        raise UserError(f"{path} is a TorchScript export, not a checkpoint: pass the .ckpt it was exported from.")
-    for entry in entries:
+    repacked.seek(0)
+    return repacked
+
+
+def _layout_problem(data: bytes, entries: list[zipfile.ZipInfo]) -> str | None:
+    """What, if anything, differs from torch.save's layout: its entries stored uncompressed, each name once, back to
+    back from byte 0, then the central directory where the end record at the file's end says it is."""
+    if len({e.filename for e in entries}) != len(entries):
+        return "its archive holds a name twice, which zip readers resolve differently"
+    position = 0
+    for entry in sorted(entries, key=lambda e: e.header_offset):
         if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
-            raise UserError(f"refusing {path}: entry {shown(entry.filename)} is compressed; torch.save stores them.")
-    pickles = [e for e in entries if e.filename.endswith("/data.pkl") or e.filename == "data.pkl"]
-    if len(pickles) != 1:
-        raise UserError(f"{path} is not a checkpoint: a PyTorch archive holds one data.pkl, this one {len(pickles)}.")
-    try:
-        pickle = archive.read(pickles[0])
-    except _ZIP_ERRORS:  # a stored entry's bytes are read and CRC-checked
-        raise not_an_archive from None
-    for name in _globals(pickle, path):
-        if name not in GLOBALS:
-            raise UserError(f"refusing {path}: it names {shown(name)}, which is not a tensor or a container of them.")
+            return f"entry {shown(entry.filename)} is compressed; torch.save stores them"
+        if entry.header_offset != position or data[position : position + 4] != _LOCAL_HEADER:
+            return "its archive has bytes before, between or across its entries, which zip readers resolve differently"
+        name_length, extra_length = struct.unpack_from("<HH", data, position + 26)
+        position += 30 + name_length + extra_length + entry.compress_size
+        if entry.flag_bits & 0x08:  # a data descriptor follows (torch.save to a file writes them), 16 bytes
+            if data[position : position + 4] != _DESCRIPTOR:
+                return f"entry {shown(entry.filename)} lacks the data descriptor its flags announce"
+            position += 16
+    end = data[-22:]
+    if end[:4] != _END_RECORD or int.from_bytes(end[16:20], "little") != position:
+        return "its archive's directory is not right after its entries, where zip readers would agree on it"
+    return None
 
 
-def _globals(pickle: bytes, path: Path) -> Iterator[str]:
-    """Every global the pickle would import, as ``module.name``. STACK_GLOBAL takes its two names from the values
-    pushed just before it (literally or from the memo); anything else there is refused."""
-    pushed: list[Any] = []
-    memo: dict[int, Any] = {}
+@contextmanager
+def _torch_allow_list_only() -> Iterator[None]:
+    """torch.load's weights-only reader with torch's own allow-list alone: Lightning and others add theirs (DTensor's
+    DeviceMesh, whose unpickling can open a listener, and 80 more), which no checkpoint of ours holds."""
+    others = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
     try:
-        for op, arg, _ in pickletools.genops(pickle):
-            name = op.name
-            if name == "GLOBAL":
-                module, _, attribute = str(arg).partition(" ")
-                yield f"{module}.{attribute}"
-            elif name == "STACK_GLOBAL":
-                if len(pushed) < 2 or not all(isinstance(p, str) for p in pushed[-2:]):
-                    raise UserError(f"refusing {path}: its pickle computes the name of what it imports.")
-                yield f"{pushed[-2]}.{pushed[-1]}"
-            elif name in ("INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID"):
-                raise UserError(f"refusing {path}: its pickle uses {name}, which torch.save never writes.")
-            if name in _STRING_OPS:
-                pushed.append(arg)
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(cast(int, arg))] = pushed[-1] if pushed else None
-            elif name == "MEMOIZE":
-                memo[len(memo)] = pushed[-1] if pushed else None
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                pushed.append(memo.get(int(cast(int, arg))))
-            elif op.stack_after:
-                pushed.append(None)
-            del pushed[:-2]
-    except UserError:
-        raise
-    except Exception as e:  # pickletools raises ValueError and others for a malformed stream
-        raise UserError(f"{path} is not a checkpoint: its pickle is malformed ({_first_line(e)}).") from None
+        yield
+    finally:
+        torch.serialization.add_safe_globals(others)
 
 
 def _check_fields(checkpoint: Any, path: Path) -> None:
@@ -187,7 +174,7 @@ def _check_fields(checkpoint: Any, path: Path) -> None:
             f"{path} is a network's weights alone (an export), not a checkpoint: pass the .ckpt of its run."
         )
     state = checkpoint.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and _is_tensor(v) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise UserError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' of tensors.")
     expected = {
         "epoch": int,
@@ -217,10 +204,6 @@ def _check_fields(checkpoint: Any, path: Path) -> None:
         raise UserError(f"refusing {path}: field torch_rng_state is not a random generator's state.")
     for where, tensor in _tensors(checkpoint, path):
         _check_tensor(where, tensor, path)
-
-
-def _is_tensor(value: Any) -> bool:
-    return isinstance(value, torch.Tensor)
 
 
 def _tensors(value: Any, path: Path) -> Iterator[tuple[str, torch.Tensor]]:
@@ -256,69 +239,28 @@ def _check_tensor(where: str, t: torch.Tensor, path: Path) -> None:
         raise UserError(f"refusing {path}: tensor {where[:200]} is {problem}.")
 
 
-def allowed_hyperparameters(
-    checkpoint: dict[str, Any], path: str | Path, trusted: Iterable[str] = ()
-) -> dict[str, Any]:
-    """The checkpoint's model hyperparameters, once every class they name is on the allow-list or in ``trusted``
-    (the class paths the user's own config names). Lightning's bookkeeping keys are checked and dropped."""
-    hparams = checkpoint.get("hyper_parameters") or {}
-    trusted = set(trusted)
-    cleaned = {}
-    for key, value in hparams.items():
-        if key in LIGHTNING_KEYS:
-            if value != LIGHTNING_KEYS[key]:
-                raise _refused(path, key, value, "is not Lightning's own value")
-            continue
-        if key not in MODEL_SETTINGS:
-            raise _refused(path, key, value, f"is not a setting of the model ({', '.join(sorted(MODEL_SETTINGS))})")
-        if key in ("net", "optimizer", "scheduler"):
-            _check_class_spec(key, value, path, trusted)
-        elif key == "teacher":
-            if value is not None and (not isinstance(value, str) or len(value) > _MAX_STRING or "\0" in value):
-                raise _refused(path, key, value, "is not a file path")
-        else:
-            _check_plain(key, value, path)
-        cleaned[key] = value
-    return cleaned
-
-
-def _check_class_spec(key: str, spec: Any, path: str | Path, trusted: set[str]) -> None:
+def network_spec(checkpoint: dict[str, Any], path: str | Path, trusted: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The network a checkpoint describes, ``hyper_parameters.net`` (``None``: the default), once its class is one of
+    the project's networks or in ``trusted`` (the class paths the user's own config names), with plain arguments."""
+    spec = (checkpoint.get("hyper_parameters") or {}).get("net")
     if spec is None:
-        return
+        return None
     if (
         not isinstance(spec, dict)
         or not isinstance(spec.get("class_path"), str)
         or set(spec) - {"class_path", "init_args"}
     ):
-        raise _refused(path, key, spec, "must be {class_path: ..., init_args: {...}}")
-    class_path = spec["class_path"]
-    if class_path not in trusted and not _on_allow_list(key, class_path):
-        raise _refused(path, f"{key}.class_path", class_path, "is not on the allow-list and not named by your config")
+        raise _refused(path, "net", spec, "must be {class_path: ..., init_args: {...}}")
+    if spec["class_path"] not in NETWORKS and spec["class_path"] not in set(trusted):
+        raise _refused(
+            path, "net.class_path", spec["class_path"], "is not one of the project's networks or your config's"
+        )
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict):
-        raise _refused(path, f"{key}.init_args", init_args, "is not a mapping")
+        raise _refused(path, "net.init_args", init_args, "is not a mapping")
     for name, value in init_args.items():
-        _check_plain(f"{key}.init_args.{name}", value, path)
-
-
-def _on_allow_list(key: str, class_path: str) -> bool:
-    if key == "net":
-        return class_path in NETWORKS
-    module, _, name = class_path.rpartition(".")
-    if key == "optimizer" and module == OPTIMIZER_MODULE:
-        return _is_class(getattr(torch.optim, name, None), torch.optim.Optimizer)
-    if key == "scheduler" and module == SCHEDULER_MODULE:
-        schedules = torch.optim.lr_scheduler
-        found = getattr(schedules, name, None)
-        if found is None or not _is_class(found, (schedules.LRScheduler, schedules.ReduceLROnPlateau)):
-            return False
-        # LambdaLR and its kin take a callable: a checkpoint could only supply one by naming code.
-        return not any("lambda" in p or "func" in p for p in inspect.signature(found).parameters)
-    return False
-
-
-def _is_class(found: Any, base: type | tuple[type, ...]) -> bool:
-    return inspect.isclass(found) and issubclass(found, base)
+        _check_plain(f"net.init_args.{name}", value, path)
+    return spec
 
 
 def _check_plain(key: str, value: Any, path: str | Path) -> None:
@@ -363,7 +305,7 @@ def check_network(spec: dict[str, Any] | None, checkpoint: dict[str, Any], path:
             net = build_network(spec)
     except Exception as e:  # a bad init_arg fails in the constructor: TypeError, ValueError, ...
         raise UserError(
-            f"refusing {path}: its network settings {shown(spec)} cannot build a network ({_first_line(e)})."
+            f"refusing {path}: its network settings {shown(spec)} cannot build a network ({first_line(e)})."
         ) from None
     check_weights({f"net.{name}": t for name, t in net.state_dict().items()}, checkpoint, path)
 
@@ -392,42 +334,11 @@ def check_weights(expected: dict[str, torch.Tensor], checkpoint: dict[str, Any],
         raise UserError(f"refusing {path}: {', '.join(negative[:3])} holds negative variances.")
 
 
-def layout_difference(found: Any, expected: Any, where: str) -> str | None:
-    """Where a saved training state (a loop's progress, a callback's or a schedule's state) differs in layout from
-    the state this run would save: a missing key, a sequence of another length, a value of another kind. Extra keys
-    are allowed; so is anything where the fresh state holds None (unset until the run saves)."""
-    if expected is None:
-        return None
-    if isinstance(expected, dict):
-        if not isinstance(found, dict):
-            return f"{where} is not a mapping"
-        for key, value in expected.items():
-            if key not in found:
-                return f"{where}.{key} is missing"
-            if difference := layout_difference(found[key], value, f"{where}.{key}"):
-                return difference
-        return None
-    if isinstance(expected, list | tuple):
-        if not isinstance(found, list | tuple) or len(found) != len(expected):
-            return f"{where} is not a sequence of {len(expected)}"
-        for i, (f, e) in enumerate(zip(found, expected)):
-            if difference := layout_difference(f, e, f"{where}[{i}]"):
-                return difference
-        return None
-    kinds = (bool, torch.Tensor, int | float, str)
-    kind = next((k for k in kinds if isinstance(expected, k)), type(expected))
-    if not isinstance(found, kind) or (kind is not bool and isinstance(found, bool)):
-        return f"{where} = {shown(found)} is not like {shown(expected)}"
-    if isinstance(expected, torch.Tensor) and isinstance(found, torch.Tensor) and found.shape != expected.shape:
-        return f"{where} has shape {tuple(found.shape)}, not {tuple(expected.shape)}"
-    return None
-
-
 def load_model(path: str | Path, checkpoint: dict[str, Any] | None = None) -> Classifier:
     """The fitted model of a checkpoint (``checkpoint``, if it was read already), checked as above, in eval mode:
     images in [0, 1] to logits, without Lightning. Built from the allow-listed hyperparameters alone."""
     checkpoint = read(path) if checkpoint is None else checkpoint
-    spec = allowed_hyperparameters(checkpoint, path).get("net")
+    spec = network_spec(checkpoint, path)
     check_network(spec, checkpoint, path)
     # Building draws initial weights that the checkpoint's replace: a seeded run that reads a teacher must draw
     # its own weights and dropout exactly as without one.
@@ -460,6 +371,6 @@ def describe(path: Path, checkpoint: dict[str, Any]) -> str:
     return f" ({described})" if described else ""
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return shown(text.splitlines()[0]) if text else type(error).__name__

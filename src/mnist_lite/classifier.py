@@ -4,7 +4,6 @@ fitted teacher) and torchmetrics accuracy."""
 import inspect
 import math
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,7 +16,8 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lite import checkpoints
+from mnist_lite import checkpoints, resume
+from mnist_lite.checkpoints import shown
 from mnist_lite.errors import UserError
 from mnist_lite.network import CompactCNN, DigitNet, normalize
 
@@ -197,60 +197,34 @@ class MNISTClassifier(LightningModule):
             for c in trainer.callbacks
             if c.state_key in saved
         ]
-        for where, found, expected in states:
-            if difference := checkpoints.layout_difference(found, expected, where):
-                raise UserError(f"refusing {path}: {difference}; it cannot resume this run.")
+        with resume.guard(path, "training progress"):
+            for where, found, expected in states:
+                if difference := resume.layout_difference(found, expected, where):
+                    raise UserError(f"refusing {path}: {difference}; it cannot resume this run.")
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         self._restored = checkpoint
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters()) if self.optimizer else torch.optim.Adam(self.parameters(), 1e-3)
-        self._check_restored("optimizer_states", lambda found: _optimizer_difference(found, optimizer))
-        if self.scheduler is None:
-            return optimizer
-        if _wants_total_steps(self.scheduler):
+        scheduler = None
+        if self.scheduler is not None and _wants_total_steps(self.scheduler):
             total_steps = int(self.trainer.estimated_stepping_batches)
-            restored = ((self._restored or {}).get("lr_schedulers") or [{}])[0].get("total_steps")
-            if restored is not None and restored != total_steps:
+            restored = ((self._restored or {}).get("lr_schedulers") or [{}])[0]
+            if isinstance(restored, dict) and restored.get("total_steps", total_steps) != total_steps:
                 raise UserError(
-                    f"the resumed run's schedule was built for {restored} steps and this run has {total_steps}: a "
-                    "one-cycle schedule ends where it was planned to. "
+                    f"the resumed run's schedule was built for {shown(restored['total_steps'])} steps and this run has "
+                    f"{total_steps}: a one-cycle schedule ends where it was planned to. "
                     "Resume with the same max_epochs, or start a new fit."
                 )
             scheduler = self.scheduler(optimizer, total_steps=total_steps)
-        else:
+        elif self.scheduler is not None:
             scheduler = self.scheduler(optimizer)
-        expected = [scheduler.state_dict()]
-        self._check_restored(
-            "lr_schedulers", lambda found: checkpoints.layout_difference(found, expected, "lr_schedulers")
-        )
+        if self._restored is not None:
+            resume.try_optimization(self.trainer.ckpt_path, self._restored, optimizer, scheduler)
+        if scheduler is None:
+            return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _check_restored(self, key: str, difference: Callable[[Any], str | None]) -> None:
-        if self._restored is not None and (problem := difference(self._restored.get(key, []))):
-            raise UserError(f"refusing {self.trainer.ckpt_path}: {problem}; it cannot resume this run.")
-
-
-def _optimizer_difference(found: list, optimizer: torch.optim.Optimizer) -> str | None:
-    """A saved optimizer state against this run's optimizer: the same parameter groups, and per-parameter state
-    tensors that are scalars or of the parameter's own shape (a fresh optimizer has no per-parameter state yet)."""
-    if len(found) != 1:
-        return f"optimizer_states holds {len(found)} optimizers' states, not 1"
-    fresh = {"param_groups": optimizer.state_dict()["param_groups"]}
-    if difference := checkpoints.layout_difference({"param_groups": found[0].get("param_groups")}, fresh, "optimizer"):
-        return difference
-    shapes = [p.shape for group in optimizer.param_groups for p in group["params"]]
-    state = found[0].get("state")
-    if not isinstance(state, dict):
-        return "optimizer.state is not a mapping"
-    for index, values in state.items():
-        if not isinstance(index, int) or not 0 <= index < len(shapes) or not isinstance(values, dict):
-            return f"optimizer.state[{checkpoints.shown(index)}] is not a parameter's state"
-        for name, value in values.items():
-            if isinstance(value, Tensor) and value.ndim and value.shape != shapes[index]:
-                return f"optimizer.state[{index}].{name} has shape {tuple(value.shape)}, not {tuple(shapes[index])}"
-    return None
 
 
 def _wants_total_steps(factory: LRSchedulerCallable) -> bool:

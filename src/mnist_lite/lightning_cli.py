@@ -136,8 +136,9 @@ class MnistLiteCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Lightning's own version hands a checkpoint's hyperparameters to jsonargparse as they are, which then
-        imports whatever they name. Here the checkpoint is read strictly and its hyperparameters are held to the
-        allow-list first (checkpoints.py; tests/test_trust.py). Private in Lightning, and overridden only for that."""
+        imports whatever they name. Here the checkpoint is read once, strictly (checkpoints.py), and only its network
+        is taken, for an evaluation; a resumed fit builds what its config names. Private in Lightning, and overridden
+        only for that (tests/test_trust.py)."""
         subcommand = self.config.get("subcommand")
         if subcommand is None:
             return
@@ -153,17 +154,12 @@ class MnistLiteCLI(LightningCLI):
             raise UserError("fit --ckpt_path best: fit resumes a run, from 'last' or a checkpoint file.")
         path = runs.resolve_checkpoint(given, _log_root(config))
         checkpoint = checkpoints.read(path)
-        trusted = {
-            spec.class_path
-            for key in ("net", "optimizer", "scheduler")
-            if isinstance(spec := config.model.get(key), Namespace)
-        }
-        hparams = checkpoints.allowed_hyperparameters(checkpoint, path, trusted)
-        if subcommand != "fit":
-            hparams.pop("teacher", None)  # an evaluation runs the student alone
-        if hparams:
-            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-        net = self.config[subcommand].model.get("net")
+        net = config.model.get("net")
+        if subcommand != "fit":  # an evaluation rebuilds the checkpoint's network; a resumed fit keeps the config's
+            trusted = [net.class_path] if isinstance(net, Namespace) else []
+            if spec := checkpoints.network_spec(checkpoint, path, trusted):
+                self.config = self.parser.parse_object({subcommand: {"model": {"net": spec}}}, self.config)
+                net = self.config[subcommand].model.get("net")
         checkpoints.check_network(net.as_dict() if isinstance(net, Namespace) else None, checkpoint, path)
         config = self.config[subcommand]
         config.ckpt_path = str(path)

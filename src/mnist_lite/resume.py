@@ -1,0 +1,86 @@
+"""Resuming a run: the training state a checkpoint holds is tried on this run's own objects, inside one guard,
+before Lightning restores it. Whatever they reject is one line that names the section, not a traceback mid-run."""
+
+import copy
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnist_lite.checkpoints import first_line, shown
+from mnist_lite.errors import UserError
+
+
+@contextmanager
+def guard(path: str | Path, section: str) -> Iterator[None]:
+    """Any error inside is the checkpoint's: one line naming ``section``."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:  # what torch's and Lightning's own loaders raise, RecursionError included
+        raise UserError(
+            f"refusing {path}: its {section} does not fit this run ({type(e).__name__}: {first_line(e)}); "
+            "it cannot resume this run."
+        ) from None
+
+
+def try_optimization(path: str | Path, checkpoint: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
+    """Load the saved optimizer and schedule states into copies of this run's, and take one step with them: every
+    check the optimizer's own constructor and step make, on the saved values."""
+    saved_optimizers, saved_schedules = checkpoint.get("optimizer_states", []), checkpoint.get("lr_schedulers", [])
+    trial_optimizer, trial_scheduler = copy.deepcopy((optimizer, scheduler))
+    with guard(path, "optimizer state"):
+        if len(saved_optimizers) != 1:
+            raise ValueError(f"{len(saved_optimizers)} optimizers' states, not 1")
+        trial_optimizer.load_state_dict(saved_optimizers[0])
+        accepted = inspect.signature(type(optimizer)).parameters
+        for group in trial_optimizer.param_groups:  # the saved settings, through the constructor's own checks
+            type(optimizer)(group["params"], **{k: v for k, v in group.items() if k in accepted and k != "params"})
+            for p in group["params"]:
+                p.grad = torch.zeros_like(p)
+        trial_optimizer.step()
+    if scheduler is None:
+        return
+    with guard(path, "schedule state"):
+        if len(saved_schedules) != 1:
+            raise ValueError(f"{len(saved_schedules)} schedules' states, not 1")
+        expected = trial_scheduler.state_dict()
+        if (difference := layout_difference(saved_schedules[0], expected, "lr_schedulers[0]")) is not None:
+            raise ValueError(difference)
+        trial_scheduler.load_state_dict(saved_schedules[0])
+        trial_scheduler.step()
+
+
+def layout_difference(found: Any, expected: Any, where: str) -> str | None:
+    """Where a saved training state (a loop's progress, a callback's or a schedule's state) differs in layout from
+    the state this run would save: a missing key, a sequence of another length, a value of another kind. Extra keys
+    are allowed; so is anything where the fresh state holds None (unset until the run saves)."""
+    if expected is None:
+        return None
+    if isinstance(expected, dict):
+        if not isinstance(found, dict):
+            return f"{where} is not a mapping"
+        for key, value in expected.items():
+            if key not in found:
+                return f"{where}.{key} is missing"
+            if difference := layout_difference(found[key], value, f"{where}.{key}"):
+                return difference
+        return None
+    if isinstance(expected, list | tuple):
+        if not isinstance(found, list | tuple) or len(found) != len(expected):
+            return f"{where} is not a sequence of {len(expected)}"
+        for i, (f, e) in enumerate(zip(found, expected)):
+            if difference := layout_difference(f, e, f"{where}[{i}]"):
+                return difference
+        return None
+    kinds = (bool, torch.Tensor, int | float, str)
+    kind = next((k for k in kinds if isinstance(expected, k)), type(expected))
+    if not isinstance(found, kind) or (kind is not bool and isinstance(found, bool)):
+        return f"{where} = {shown(found)} is not like {shown(expected)}"
+    if isinstance(expected, torch.Tensor) and isinstance(found, torch.Tensor) and found.shape != expected.shape:
+        return f"{where} has shape {tuple(found.shape)}, not {tuple(expected.shape)}"
+    return None
