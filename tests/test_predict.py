@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lite import data_source, images
+from mnist_lite import data_source, files, images
 from mnist_lite.callbacks import CSVPredictionWriter
 from mnist_lite.cli import main
 from mnist_lite.images import DigitFiles, read_image, to_mnist
@@ -200,6 +200,24 @@ def test_file_names_cannot_become_spreadsheet_formulas(tiny_checkpoint: Path, in
     rows = {r["path"]: r for r in csv_rows(in_tmp / "out.csv")}
     assert rows["'" + formula]["prediction"] in "0123456789" and rows["'" + formula]["error"] == ""
     assert "unreadable" in rows["'@SUM(A1).png"]["error"]
+
+
+def test_file_names_on_the_console_show_control_characters_as_escapes(
+    tiny_checkpoint: Path, in_tmp: Path, capsys
+) -> None:
+    """A file named ``ESC[2J...`` would clear the terminal as predict lists it; the CSV keeps the name as it is."""
+    (in_tmp / "\x1b[2J7.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
+    (in_tmp / "\x1b]0;owned\x07.png").write_bytes(b"not an image")
+    main(predict_args(tiny_checkpoint, ".", "--predictions.output=out.csv"))
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2J7.png" in out and "\\x1b]0;owned\\x07.png: " in out
+    assert {"\x1b[2J7.png", "\x1b]0;owned\x07.png"} <= {Path(r["path"]).name for r in csv_rows(in_tmp / "out.csv")}
+
+
+def test_printable_escapes_only_what_a_terminal_would_act_on() -> None:
+    assert files.printable("runs/version_0/été 7.png") == "runs/version_0/été 7.png"
+    assert files.printable("a\x1b[2Jb\nc\td\udcff") == "a\\x1b[2Jb\\nc\\td\\udcff"  # \udcff: a byte not UTF-8
 
 
 @pytest.mark.slow

@@ -1,6 +1,10 @@
 """Run folders, owned by one logger: claimed on global rank 0 alone, never left behind by a command that failed
 before its work; evaluations inside the run they evaluate; last, best and `mnist-lite runs`."""
 
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +118,149 @@ def test_runs_lists_every_run_newest_first_and_sorts_by_any_column(two_runs, dat
 
 def test_runs_without_runs_says_how_to_make_one(in_tmp: Path, capsys) -> None:
     assert "no runs under lightning_logs" in fails(["runs"], capsys)
+
+
+# A run folder is data: on a shared filesystem, anyone may have written it. Each case below once hung `runs` or
+# `curves`, grew it to gigabytes, or ended it in a traceback; now its file is an "unreadable" cell (runs) or one
+# line (curves), and the run beside it is listed as before.
+GOOD_CONFIG = "# mnist-lite fit --config configs/cpu.yaml\nmodel:\n  label_smoothing: 0.05\n"
+GOOD_METRICS = "epoch,step,train_loss,val_acc\n0,1,0.5,\n0,2,0.4,\n0,2,,0.5\n"
+
+
+def _run(root: Path, name: str = "version_0", config: str = GOOD_CONFIG, metrics: str = GOOD_METRICS) -> Path:
+    folder = root / name
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text(config)
+    (folder / "metrics.csv").write_text(metrics)
+    return folder
+
+
+def _replace(path: Path, plant) -> None:
+    """Put ``plant(path)`` where ``path`` was: a FIFO, a link, a folder, other bytes."""
+    path.unlink(missing_ok=True)
+    plant(path)
+
+
+def _big_metrics(path: Path) -> None:
+    with open(path, "w") as f:
+        f.write("epoch,step,val_acc\n")
+        for _ in range(96):  # 96 MB of real rows, over the 16 MB cap
+            f.write("0,9,0.5\n" * 125_000)
+
+
+PLANTED_IN_RUNS = {  # case: (file, what replaces it, the columns that become unreadable)
+    "fifo-config": ("config.yaml", os.mkfifo, {"configs"}),
+    "fifo-metrics": ("metrics.csv", os.mkfifo, {"val_acc", "epochs"}),
+    "fifo-test-metrics": ("test/metrics.csv", os.mkfifo, {"test_acc"}),
+    "config-links-to-dev-zero": ("config.yaml", lambda p: p.symlink_to("/dev/zero"), {"configs"}),
+    "metrics-of-96-mb": ("metrics.csv", _big_metrics, {"val_acc", "epochs"}),
+    "config-not-utf8": ("config.yaml", lambda p: p.write_bytes(b"# mnist-lite fit \xff\xfe\n"), {"configs"}),
+    "val-acc-abc": ("metrics.csv", lambda p: p.write_text("epoch,step,val_acc\n0,9,abc\n"), {"val_acc", "epochs"}),
+    "a-folder-named-config": ("config.yaml", Path.mkdir, {"configs"}),
+}
+
+
+def _limited_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # `runs` needs about 0.3 GB of address space
+
+
+def _mnist_lite(*args: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess:
+    """The command in its own process, with 1 GB of address space: a hang is a timeout, a growth a MemoryError."""
+    command = [sys.executable, "-m", "mnist_lite", *args]
+    return subprocess.run(
+        command, stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=_limited_memory, timeout=60
+    )
+
+
+@pytest.mark.parametrize("case", PLANTED_IN_RUNS)
+def test_runs_lists_a_run_whose_files_are_hostile_as_unreadable_cells(case: str, tmp_path: Path) -> None:
+    good = _run(tmp_path, "version_0")
+    bad = _run(tmp_path, "version_1")
+    (bad / "test").mkdir()
+    (bad / "test" / "metrics.csv").write_text("epoch,step,test_acc\n0,9,0.75\n")
+    name, plant, unreadable = PLANTED_IN_RUNS[case]
+    _replace(bad / name, plant)
+    listed = _mnist_lite("runs", "--log_dir", str(tmp_path))
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr[-2000:]
+    header, *rows = listed.stdout.splitlines()
+    starts = [header.index(column) for column in runs.Run.COLUMNS]
+    cells = {
+        row.split()[0]: {c: row[a:b].strip() for c, a, b in zip(runs.Run.COLUMNS, starts, [*starts[1:], None])}
+        for row in rows
+    }
+    assert {c for c, value in cells[str(bad)].items() if value == "unreadable"} == unreadable
+    assert cells[str(good)]["configs"] == "configs/cpu.yaml" and cells[str(good)]["val_acc"] == "0.5000"
+    if "test_acc" not in unreadable:
+        assert cells[str(bad)]["test_acc"] == "0.7500"
+
+
+def test_a_checkpoint_name_that_holds_no_number_is_never_the_best(tmp_path: Path) -> None:
+    checkpoints = _run(tmp_path) / "checkpoints"
+    for name in ("best-epoch=0-val_acc=0.9000.ckpt", "x-val_acc=1.2.3.ckpt", "y-val_acc=..ckpt"):
+        (checkpoints / name).write_bytes(b"")
+    os.mkfifo(checkpoints / "z-val_acc=0.9900.ckpt")  # not a regular file: not a checkpoint either
+    assert runs.resolve_checkpoint("best", tmp_path) == checkpoints / "best-epoch=0-val_acc=0.9000.ckpt"
+    assert runs.score(checkpoints / "x-val_acc=1.2.3.ckpt") is None
+
+
+def test_runs_shows_control_characters_in_names_as_escapes(tmp_path: Path) -> None:
+    folder = _run(tmp_path, "version_\x1b[2J")
+    (folder / "checkpoints" / "\x1b]0;owned\x07.ckpt").write_bytes(b"")
+    listed = _mnist_lite("runs", "--log_dir", str(tmp_path))
+    assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout
+    assert "version_\\x1b[2J" in listed.stdout and "\\x1b]0;owned\\x07.ckpt" in listed.stdout
+
+
+def test_runs_ends_quietly_when_its_reader_stops_reading(tmp_path: Path) -> None:
+    """``mnist-lite runs | head -2``: the pipe is closed here before the command writes a line."""
+    for index in range(3):
+        _run(tmp_path, f"version_{index}")
+    command = [sys.executable, "-m", "mnist_lite", "runs", "--log_dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert err == b"" and process.returncode != 0
+
+
+def _write_deep_yaml(path: Path) -> None:
+    path.write_text("model:\n  label_smoothing: " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+PLANTED_IN_CURVES = {  # case: (file, what replaces it, what curves says; None: it draws the run)
+    "fifo-metrics": ("metrics.csv", os.mkfifo, "version_0/metrics.csv is a FIFO, not a regular file."),
+    "fifo-config": ("config.yaml", os.mkfifo, None),
+    "metrics-not-utf8": (
+        "metrics.csv",
+        lambda p: p.write_bytes(b"epoch,step,val_acc\n0,9,\xff\n"),
+        "is not UTF-8 text",
+    ),
+    "config-not-utf8": ("config.yaml", lambda p: p.write_bytes(b"model: \xff\n"), None),
+    "val-acc-abc": ("metrics.csv", lambda p: p.write_text("step,val_acc\n9,abc\n"), "line 2: could not convert"),
+    "step-1.5": ("metrics.csv", lambda p: p.write_text("step,val_acc\n1.5,0.9\n"), "line 2: invalid literal"),
+    "config-5000-deep": ("config.yaml", _write_deep_yaml, None),
+}
+
+
+@pytest.mark.timeout(60)  # a hang fails the test
+@pytest.mark.parametrize("case", PLANTED_IN_CURVES)
+def test_curves_of_a_run_with_hostile_files_draws_or_says_why_in_a_line(case: str, in_tmp: Path, capsys) -> None:
+    folder = _run(in_tmp)
+    name, plant, message = PLANTED_IN_CURVES[case]
+    _replace(folder / name, plant)
+    if message is None:
+        main(["curves", "--log_dir", str(folder)])
+        assert capsys.readouterr().out == f"Wrote {folder / 'learning_curves.png'}\n"
+    else:
+        assert message in fails(["curves", "--log_dir", str(folder)], capsys, max_lines=1)
+
+
+def test_curves_replaces_a_link_at_its_output_and_never_writes_through_it(in_tmp: Path, capsys) -> None:
+    folder = _run(in_tmp)
+    victim = in_tmp / "victim.txt"
+    victim.write_text("keep me")
+    (folder / "learning_curves.png").symlink_to(victim)
+    main(["curves", "--log_dir", str(folder)])
+    assert victim.read_text() == "keep me"
+    written = folder / "learning_curves.png"
+    assert not written.is_symlink() and written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

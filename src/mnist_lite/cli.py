@@ -4,6 +4,7 @@ heavy is imported here, so ``mnist-lite --help`` and a mistyped subcommand answe
 
 import difflib
 import gc
+import os
 import sys
 from importlib import import_module
 from types import ModuleType
@@ -57,7 +58,17 @@ def load(module: str) -> ModuleType:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run ``mnist-lite`` with ``args`` (default: the command line)."""
+    """Run ``mnist-lite`` with ``args`` (default: the command line). A reader that stops reading early
+    (``mnist-lite runs | head -2``) ends the command quietly, as it ends ``ls``."""
+    try:
+        _main(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit finds no pipe either
+        sys.exit(1)
+
+
+def _main(args: list[str] | None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     name = argv[0] if argv else None
     if name in ("-h", "--help"):

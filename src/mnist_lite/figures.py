@@ -2,13 +2,16 @@
 ``Figure`` and returns it; ``save`` writes it. No pyplot, so importing this never touches matplotlib's backend,
 in a notebook or anywhere else, and no figure outlives its PNG."""
 
+import io
 import math
 import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
+from mnist_lite import files
 from mnist_lite.augmentations import REGISTRY, mean_abs_difference
 from mnist_lite.errors import UserError
 
@@ -79,7 +82,7 @@ def error_grid(confidence: torch.Tensor, images: torch.Tensor, true: torch.Tenso
     return _captioned_grid(title, list(images), captions, cols=4)
 
 
-def learning_curves(rows: list[dict[str, str]], label_smoothing: float = 0.0) -> Figure:
+def learning_curves(rows: Sequence[Mapping[str, float | str]], label_smoothing: float = 0.0) -> Figure:
     """Loss and accuracy against the training step, from a run's metrics.csv."""
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
@@ -149,11 +152,15 @@ def _captioned_grid(title: str, images: list[torch.Tensor], captions: list[str],
 
 
 def save(fig: Figure, path: str | Path) -> Path:
+    """Write a figure, in the format its name's suffix says, under a fresh name renamed into place: never through
+    a link planted at ``path``, never half-written."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise UserError(f"cannot write {path}: folder {path.parent} does not exist.")
+        raise UserError(f"cannot write {files.printable(path)}: folder {files.printable(path.parent)} does not exist.")
+    image = io.BytesIO()
+    fig.savefig(image, dpi=120, format=path.suffix[1:].lower() or "png")
     try:
-        fig.savefig(path, dpi=120)
+        files.write_atomically(image.getbuffer(), path)
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror}.") from None
+        raise UserError(f"cannot write {files.printable(path)}: {e.strerror or e}.") from None
     return path

@@ -3,7 +3,8 @@
 A FIFO, a device or a socket given as a path would block a reader forever or never end; it is refused from
 ``fstat`` on the descriptor actually opened, so swapping the file after a check changes nothing. Every open is
 non-blocking, so opening a FIFO returns at once. Outputs are created beside their destination under a fresh
-name (``mkstemp``) and renamed into place, which replaces a link instead of writing where it points.
+name (``mkstemp``) and renamed into place, which replaces a link instead of writing where it points. A name read
+from data is printed through ``printable``, so it cannot move the cursor or clear the terminal.
 """
 
 import os
@@ -88,3 +89,10 @@ def write_atomically(data: bytes | memoryview, path: str | Path) -> None:
         os.replace(partial, path)
     finally:
         Path(partial).unlink(missing_ok=True)
+
+
+def printable(name: object) -> str:
+    """A name or path from data as the console shows it: each character that is not printable (ESC, a newline, a
+    byte that was not UTF-8) as its Python escape, so ``ESC[2J`` in a file name cannot clear the terminal."""
+    text = str(name)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

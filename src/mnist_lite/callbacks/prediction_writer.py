@@ -83,11 +83,11 @@ class CSVPredictionWriter(BasePredictionWriter):
         rows = []
         for (path, index, error), probs, digits in zip(sources, top_probs.tolist(), top_digits.tolist()):
             index = "" if index is None else index
-            name = f"{path}[{index}]" if index != "" else path
+            name = files.printable(f"{path}[{index}]" if index != "" else path)  # shown on the console
             if error:
                 self.failed += 1
                 if len(self.failures) < SHOWN:
-                    self.failures.append((name, error))
+                    self.failures.append((name, files.printable(error)))
                 rows.append([_text(path), index, "", "", "", "", "", "", "", "", _text(error)])
                 continue
             self.read += 1
@@ -129,7 +129,7 @@ class CSVPredictionWriter(BasePredictionWriter):
                 lines.append(f"  ... and {self.failed - len(self.failures):,} more (the error column)")
         failed = f", {self.failed} could not be read" if self.failed else ""
         plural = "s" if self.read != 1 else ""
-        lines.append(f"Wrote predictions to {self.path}: {self.read} image{plural} predicted{failed}.")
+        lines.append(f"Wrote predictions to {files.printable(self.path)}: {self.read} image{plural} predicted{failed}.")
         return "\n".join(lines)
 
 

@@ -1,11 +1,11 @@
 """``mnist-lite curves``: plot a run's loss and accuracy against the step, from its metrics.csv."""
 
-import csv
 from pathlib import Path
 
-import yaml
-
+from mnist_lite import files, runs
 from mnist_lite.errors import UserError
+
+COLUMNS = ("step", "train_loss", "train_loss_epoch", "val_loss", "train_acc", "train_acc_epoch", "val_acc")
 
 
 def curves(log_dir: str, output: str | None = None) -> None:
@@ -19,23 +19,25 @@ def curves(log_dir: str, output: str | None = None) -> None:
 
     folder = Path(log_dir)
     metrics = folder / "metrics.csv"
-    if not metrics.is_file():
+    try:  # through the run-folder reader: a regular file under its cap, every value a number
+        rows = [row for row in runs.metric_rows(metrics, COLUMNS) if "step" in row and len(row) > 1]
+    except FileNotFoundError:
         if list(folder.glob("events.out.tfevents.*")):
             raise UserError(
                 f"{folder} was logged with TensorBoard: curves reads the CSV logger's metrics.csv. "
                 f"Use 'tensorboard --logdir {folder}' for this run."
-            )
-        raise UserError(f"{metrics} does not exist: pass the folder of a run logged with the CSV logger.")
-    with open(metrics) as f:
-        rows = list(csv.DictReader(f))
-    fig = figures.learning_curves(rows, _label_smoothing(folder / "config.yaml"))
-    print(f"Wrote {figures.save(fig, output or folder / 'learning_curves.png')}")
+            ) from None
+        raise UserError(f"{metrics} does not exist: pass the folder of a run logged with the CSV logger.") from None
+    except runs.Unreadable as e:
+        raise UserError(f"cannot read {e}.") from None
+    fig = figures.learning_curves(rows, _label_smoothing(folder))
+    print(f"Wrote {files.printable(figures.save(fig, output or folder / 'learning_curves.png'))}")
 
 
-def _label_smoothing(config: Path) -> float:
+def _label_smoothing(folder: Path) -> float:
     """The run's training label smoothing, from the config.yaml fit saved beside its metrics (0 when unknown)."""
     try:
-        value = yaml.safe_load(config.read_text())["model"]["label_smoothing"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        value = runs.read_config(folder)["model"]["label_smoothing"]
+    except (OSError, runs.Unreadable, KeyError, TypeError):
         return 0.0
-    return float(value) if isinstance(value, int | float) else 0.0
+    return float(value) if isinstance(value, int | float) and 0 <= value < 1 else 0.0
