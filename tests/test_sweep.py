@@ -256,6 +256,114 @@ def test_by_default_a_sweep_writes_under_lightning_logs_not_over_a_record(base, 
     assert "seed_everything: 0" in best and "mean val_acc" in best.splitlines()[0]
 
 
+# A study's storage may be a database someone else writes. Each record below, stored beside a study's real ones,
+# was once a traceback or, for a value outside the space, best.yaml itself.
+STORED_SPACE = {
+    "model.label_smoothing": {"low": 0.0, "high": 0.15, "step": 0.05},
+    "data.batch_size": {"choices": [32, 64]},
+    "model.optimizer.init_args.betas": {"choices": [[0.9, 0.999], [0.8, 0.99]]},
+}
+DRAWN = {"label_smoothing": 0.05, "batch_size": 64, "betas": "[0.9, 0.999]"}  # as Optuna stores a trial's values
+DRAWN_FROM = {  # the distributions a trial of STORED_SPACE draws from
+    "label_smoothing": optuna.distributions.FloatDistribution(0.0, 0.15, step=0.05),
+    "batch_size": optuna.distributions.CategoricalDistribution([32, 64]),
+    "betas": optuna.distributions.CategoricalDistribution(["[0.9, 0.999]", "[0.8, 0.99]"]),
+}
+
+
+@pytest.fixture
+def stored(base: list[str], in_tmp: Path, capsys, monkeypatch) -> tuple[list[str], optuna.Study]:
+    """A study a sweep claimed and one real-looking complete trial (val_acc 0.5), and the command that continues it;
+    the trials' fits are left out, so the command only reads the storage and writes its outputs."""
+    space = _write(in_tmp / "stored.yaml", STORED_SPACE)
+    monkeypatch.setattr(sweep_module, "_work", lambda *args: None)
+    args = _sweep(base, in_tmp, "--trials", "1", space=space)
+    main(args)
+    study = _study(in_tmp, space)
+    _add_trial(study, 0.5, DRAWN)
+    capsys.readouterr()
+    return args, study
+
+
+def _add_trial(study: optuna.Study, value: float, params: dict, **distributions) -> int:
+    """A complete trial as another process could store it: the space's distributions unless others are given."""
+    kept = {name: distributions.get(name, DRAWN_FROM[name]) for name in params}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=kept, value=value))
+    return study.trials[-1].number
+
+
+def _store_choice(study: optuna.Study, number: int, name: str, choice: object) -> None:
+    """Rewrite a trial's stored value as a choice of a distribution of its own: what no Optuna call would store."""
+    trial_id = study.trials[number]._trial_id
+    stored = optuna.distributions.distribution_to_json(optuna.distributions.CategoricalDistribution([choice]))
+    with sqlite3.connect("study.db") as db:
+        db.execute(
+            "update trial_params set param_value = 0, distribution_json = ? where trial_id = ? and param_name = ?",
+            (stored, trial_id, name),
+        )
+
+
+def _outside_the_space(study: optuna.Study) -> int:
+    wide = optuna.distributions.FloatDistribution(0.0, 1.0)
+    return _add_trial(study, 0.99, {**DRAWN, "label_smoothing": 0.99}, label_smoothing=wide)
+
+
+def _missing_a_value(study: optuna.Study) -> int:
+    return _add_trial(study, 0.99, {k: v for k, v in DRAWN.items() if k != "batch_size"})
+
+
+def _of_the_wrong_type(study: optuna.Study) -> int:
+    number = _add_trial(study, 0.99, DRAWN)
+    _store_choice(study, number, "batch_size", "big")
+    return number
+
+
+def _not_json(study: optuna.Study) -> int:
+    number = _add_trial(study, 0.99, DRAWN)
+    _store_choice(study, number, "betas", "[0.9, oops")
+    return number
+
+
+STORED_TRIALS = {
+    "label-smoothing-0.99-outside-the-space": (_outside_the_space, "model.label_smoothing = 0.99 is not in the space"),
+    "best-trial-missing-a-value": (_missing_a_value, "it has no value for data.batch_size"),
+    "best-trial-of-the-wrong-type": (_of_the_wrong_type, "data.batch_size = 'big' is not in the space"),
+    "a-choice-that-is-not-json": (_not_json, "model.optimizer.init_args.betas = '[0.9, oops' is not in the space"),
+}
+
+
+@pytest.mark.parametrize("case", STORED_TRIALS)
+def test_a_stored_trial_the_space_cannot_draw_is_left_out_with_a_warning(case: str, stored, capsys) -> None:
+    args, study = stored
+    store, warning = STORED_TRIALS[case]
+    number = store(study)
+    main(args)
+    out, err = capsys.readouterr()
+    assert err == f"mnist-lite: warning: trial {number} is left out: {warning}.\n"
+    assert "Best: trial 0, mean val_acc 0.5000." in out and "1 complete, 0 pruned, 0 failed" in out
+    folder = Path(args[args.index("--output") + 1])
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    assert best["model"]["label_smoothing"] == 0.05 and best["data"]["batch_size"] == 64
+    with open(folder / "trials.csv", newline="") as f:
+        assert [row["number"] for row in csv.DictReader(f)] == ["0"]
+
+
+STORED_FINGERPRINTS = {
+    "not-a-mapping": lambda found: "a fingerprint",
+    "empty-seeds": lambda found: {**found, "seeds": []},
+    "seeds-not-numbers": lambda found: {**found, "seeds": ["0"]},
+    "no-digest": lambda found: {"made_with": found["made_with"], "seeds": [0]},
+}
+
+
+@pytest.mark.parametrize("case", STORED_FINGERPRINTS)
+def test_a_stored_fingerprint_that_does_not_parse_refuses_the_study_in_a_line(case: str, stored, capsys) -> None:
+    args, study = stored
+    study.set_user_attr("fingerprint", STORED_FINGERPRINTS[case](study.user_attrs["fingerprint"]))
+    err = fails(args, capsys, max_lines=1)
+    assert "study 'stored' in sqlite:///" in err and "has a fingerprint no mnist-lite sweep wrote" in err
+
+
 def _overlaps(boxes: list) -> list:
     return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
 

@@ -51,6 +51,30 @@ class Dimension:
         """A value as Optuna stored it, as the config takes it."""
         return json.loads(stored) if self.encoded else stored
 
+    def distribution(self) -> Any:
+        """The Optuna distribution ``suggest`` draws from."""
+        from optuna import distributions  # only the sweep needs Optuna
+
+        if self.choices:
+            return distributions.CategoricalDistribution(self.choices)
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return distributions.IntDistribution(self.low, self.high, log=self.log, step=int(self.step or 1))
+        return distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)  # type: ignore[arg-type]
+
+    def holds(self, stored: Any) -> bool:
+        """Whether a value read from a study's storage is one ``suggest`` can draw: a choice, of its type too, or a
+        number within the bounds (a whole one for an int key), on the step's grid."""
+        if self.choices:
+            return any(type(stored) is type(c) and stored == c for c in self.choices)
+        low, high = self.low, self.high
+        if isinstance(stored, bool) or not isinstance(stored, int | float) or low is None or high is None:
+            return False
+        if not low <= stored <= high:  # NaN is never within
+            return False
+        if isinstance(low, int) and isinstance(high, int):
+            return isinstance(stored, int) and (stored - low) % int(self.step or 1) == 0
+        return self.step is None or abs((stored - low) / self.step - round((stored - low) / self.step)) < 1e-8
+
 
 def load(path: str | Path) -> list[Dimension]:
     """Read and check a space file; every problem is one line naming the file and the key."""

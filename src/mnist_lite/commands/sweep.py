@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import reprlib
 import shlex
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 from jsonargparse.typing import PositiveInt
 
-from mnist_lite import lightning_cli, search_space
+from mnist_lite import files, lightning_cli, search_space
 from mnist_lite.errors import UserError, concise
 from mnist_lite.files import write_atomically
 
@@ -101,7 +102,7 @@ def sweep(
     else:
         _start_workers(jobs, trials)
     if not worker:
-        _write_outputs(optuna, _study(optuna, storage, name), dimensions, base, config, folder)
+        _write_outputs(optuna, _study(optuna, storage, name), dimensions, base, settings, _shown(storage))
 
 
 WORKER_ENV = "MNIST_LITE_SWEEP_WORKER"  # set in the processes --jobs starts
@@ -225,7 +226,7 @@ def _fingerprint(base: Any, configs: list[str], seeds: list[int], dimensions: li
 
 def _claim(study: Any, fingerprint: dict[str, Any], where: str) -> None:
     """Mark a new study with its fingerprint, or refuse to add trials of other settings to an existing one."""
-    found = study.user_attrs.get("fingerprint")
+    found = _stored_fingerprint(study, where)
     if found is None:
         if study.trials:
             raise UserError(
@@ -234,9 +235,72 @@ def _claim(study: Any, fingerprint: dict[str, Any], where: str) -> None:
         study.set_user_attr("fingerprint", fingerprint)
     elif found["digest"] != fingerprint["digest"]:
         raise UserError(
-            f"study {study.study_name!r} in {where} was made with {found['made_with']} and its space as it was "
-            "then; these configs, seeds or space differ. Start a new study with --study NAME, or go back to those."
+            f"study {study.study_name!r} in {where} was made with {files.printable(found['made_with'])} and its space "
+            "as it was then; these configs, seeds or space differ. Start a new study with --study NAME, or go back "
+            "to those."
         )
+
+
+# A study's storage may be a database someone else writes: what this command reads of it goes through the two
+# readers below, once each. A fingerprint that does not parse refuses the study in a line; a trial whose values
+# the space cannot draw (or whose val_acc is no accuracy) is left out of trials.csv, best.yaml and the plots, with
+# a line on stderr.
+
+
+def _stored_fingerprint(study: Any, where: str) -> dict[str, Any] | None:
+    """The fingerprint a sweep stored in the study, or None for a study without one."""
+    try:
+        found = study.user_attrs.get("fingerprint")
+    except Exception as e:  # a record Optuna itself cannot decode
+        raise UserError(
+            f"study {study.study_name!r} in {where}: its records cannot be read ({_first_line(e)})."
+        ) from None
+    seeds = found.get("seeds") if isinstance(found, dict) else None
+    if found is None or (
+        isinstance(found, dict)
+        and isinstance(found.get("digest"), str)
+        and isinstance(found.get("made_with"), str)
+        and isinstance(seeds, list)
+        and seeds
+        and all(type(seed) is int for seed in seeds)
+    ):
+        return found
+    raise UserError(
+        f"study {study.study_name!r} in {where} has a fingerprint no mnist-lite sweep wrote: name another with --study."
+    )
+
+
+def _trials_that_fit(
+    optuna: Any, study: Any, dimensions: list[search_space.Dimension], where: str
+) -> tuple[list[Any], int]:
+    """The study's trials whose every value the space can draw, from the distribution it draws from; a complete
+    trial has them all, and its val_acc is an accuracy; and how many others there are, each said in a warning."""
+    try:
+        trials = study.trials
+    except Exception as e:  # a record Optuna itself cannot decode
+        raise UserError(
+            f"study {study.study_name!r} in {where}: its trials cannot be read ({_first_line(e)})."
+        ) from None
+    kept = []
+    for trial in trials:
+        complete = trial.state == optuna.trial.TrialState.COMPLETE
+        problems = [problem for d in dimensions if (problem := _misfit(d, trial, complete))]
+        if complete and not 0 <= trial.value <= 1:
+            problems.append(f"its val_acc {trial.value!r} is not an accuracy")
+        if problems:
+            print(f"mnist-lite: warning: trial {trial.number} is left out: {problems[0]}.", file=sys.stderr)
+        else:
+            kept.append(trial)
+    return kept, len(trials) - len(kept)
+
+
+def _misfit(d: search_space.Dimension, trial: Any, complete: bool) -> str | None:
+    if d.name not in trial.params:
+        return f"it has no value for {d.key}" if complete else None
+    value = trial.params[d.name]
+    if trial.distributions[d.name] != d.distribution() or not d.holds(value):
+        return f"{d.key} = {files.printable(reprlib.repr(value))} is not in the space"
+    return None
 
 
 def _override(key: str, value: Any) -> str:
@@ -321,19 +385,20 @@ def _without(argv: list[str], *options: str) -> list[str]:
     return kept
 
 
-def _write_outputs(optuna: Any, study: Any, dimensions: list, base: Any, configs: list[str], folder: Path) -> None:
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    _write_trials_csv(study, dimensions, folder / "trials.csv")
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    failed = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+def _write_outputs(optuna: Any, study: Any, dimensions: list, base: Any, settings: dict, where: str) -> None:
+    folder, seeds = settings["folder"], settings["seeds"]  # the study's own seeds: its fingerprint matched them
+    trials, skipped = _trials_that_fit(optuna, study, dimensions, where)
+    states = [t.state for t in trials]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    _write_trials_csv(trials, dimensions, folder / "trials.csv")
+    pruned, failed = states.count(optuna.trial.TrialState.PRUNED), states.count(optuna.trial.TrialState.FAIL)
     print(f"Study {study.study_name!r}: {len(complete)} complete, {pruned} pruned, {failed} failed.")
     print(f"Wrote {folder / 'trials.csv'}")
     if not complete:
         return
-    best = study.best_trial
+    best = max(complete, key=lambda t: t.value)
     values = {d.key: d.value(best.params[d.name]) for d in dimensions}
-    base_args = [arg for path in configs for arg in ("--config", path)]
-    seeds = study.user_attrs["fingerprint"]["seeds"]
+    base_args = [arg for path in settings["config"] for arg in ("--config", path)]
     overrides = [_override(k, v) for k, v in values.items()]
     config = base.parser.parse_args([*base_args, *overrides, f"--seed_everything={seeds[0]}"])
     text = base.parser.dump(config, skip_none=False)
@@ -343,10 +408,13 @@ def _write_outputs(optuna: Any, study: Any, dimensions: list, base: Any, configs
     )
     write_atomically((header + text).encode(), folder / "best.yaml")
     print(f"Best: trial {best.number}, mean val_acc {best.value:.4f}.\nWrote {folder / 'best.yaml'}")
+    if skipped:  # the plots show only the trials that fit, in a study of their own
+        study = optuna.create_study(direction="maximize")
+        study.add_trials([t for t in trials if t.state.is_finished()])
     _write_plots(optuna, study, folder)
 
 
-def _write_trials_csv(study: Any, dimensions: list, path: Path) -> None:
+def _write_trials_csv(trials: list, dimensions: list, path: Path) -> None:
     """One row per trial; a value as the config takes it (a choice of text is that text, a list is JSON)."""
 
     def cell(d: search_space.Dimension, params: dict) -> Any:
@@ -358,7 +426,7 @@ def _write_trials_csv(study: Any, dimensions: list, path: Path) -> None:
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["number", "state", *(d.key for d in dimensions), "val_acc", "duration_s"])
-    for t in study.trials:
+    for t in trials:
         duration = f"{t.duration.total_seconds():.1f}" if t.duration else ""
         value = f"{t.value:.6f}" if t.value is not None else ""
         writer.writerow([t.number, t.state.name, *(cell(d, t.params) for d in dimensions), value, duration])
