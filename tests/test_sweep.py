@@ -292,7 +292,7 @@ def _add_trial(study: optuna.Study, value: float, params: dict, **distributions)
     return study.trials[-1].number
 
 
-def _store_choice(study: optuna.Study, number: int, name: str, choice: object) -> None:
+def _store_choice(study: optuna.Study, number: int, name: str, choice: str) -> None:
     """Rewrite a trial's stored value as a choice of a distribution of its own: what no Optuna call would store."""
     trial_id = study.trials[number]._trial_id
     stored = optuna.distributions.distribution_to_json(optuna.distributions.CategoricalDistribution([choice]))
