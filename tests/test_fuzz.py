@@ -1,6 +1,8 @@
 """Fuzzing the readers of hostile input: the image decoders and the checkpoint reader get mutated files, the same
 ones on every machine (a fixed seed and count: a failure is one to reproduce, not one a faster machine finds).
-Every case ends in an answer or a one-line refusal, within bounds of time and memory: never a traceback.
+Every case ends in an answer or a one-line refusal, within bounds of time and memory: never a traceback. Pictures
+are decoded as predict and serve decode them, in the bounded worker (decoding.py); a mutant that would cost more
+than its bound is one more one-line refusal.
 MNIST_LITE_FUZZ_SCALE multiplies the counts (1 by default: 6 s for the images, 13 s for checkpoints)."""
 
 import io
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lite import checkpoints, images
+from mnist_lite import checkpoints, decoding, images
 from mnist_lite.errors import UserError
 
 from helpers import EXAMPLES
@@ -72,7 +74,21 @@ def _picture(kind: str, **options) -> bytes:
 def test_the_image_decoders_answer_or_refuse_every_mutant() -> None:
     seeds = [p.read_bytes() for p in EXAMPLES.iterdir() if p.suffix in (".png", ".jpg", ".bmp", ".tiff")]
     seeds += [_picture("JPEG", progressive=True), _picture("TIFF", compression="tiff_lzw"), _picture("PNG")]
-    _fuzz(seeds, lambda data: images.to_mnist(images.decode_picture(data)), (ValueError,), cases=20_000)
+    decoding.reset()  # a worker of the usual bounds, whatever other tests set
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mutants = itertools.islice(_mutants(seeds, random.Random(0)), int(20_000 * SCALE))
+    while chunk := list(itertools.islice(mutants, 100)):  # a round trip to the worker each
+        start = time.monotonic()
+        over = 0
+        for answer in decoding.decode(chunk):
+            try:
+                images.to_mnist(images.as_tensor(answer))
+            except ValueError as e:
+                assert "\n" not in str(e) and len(str(e)) < 1000, str(e)[:2000]
+                over += str(e).startswith("refused: over the time/memory bound")
+        assert time.monotonic() - start < CASE_SECONDS * (1 + over)  # each over the bound costs at most its bound
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 2**20  # kB: under 1 GB more
+    decoding.reset()  # the worker's own memory is bounded by its RLIMIT_AS (768 MiB)
 
 
 def test_the_checkpoint_reader_answers_or_refuses_every_mutant(tiny_run: Path, tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 
 import io
 import os
+import resource
 import signal
 import struct
 import subprocess
 import sys
 import time
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +183,7 @@ def test_hostile_files_are_error_rows_and_the_run_goes_on(tiny_checkpoint: Path,
     errors = {Path(r["path"]).name: r["error"] for r in csv_rows(in_tmp / "out.csv")}
     assert "header claims 2147483647 images of 28x28, but the file holds 1,584 bytes" in errors["claims_2e9_images.idx"]
     assert "decompression bomb" in errors["bomb_30000.png"]
-    assert "6000x6000 pixels, more than the 16,777,216 accepted" in errors["bomb_6000.png"]
+    assert "Image size (36000000 pixels) exceeds limit of 16777216 pixels" in errors["bomb_6000.png"]
     assert errors["seven.png"] == ""
 
 
@@ -342,3 +345,136 @@ def test_an_output_that_cannot_take_the_csv_is_one_line(kind: str, tiny_checkpoi
     err = fails(predict_args(tiny_checkpoint, EXAMPLES, f"--predictions.output={output}"), capsys)
     assert f"--predictions.output {output}: " in err
     assert not (in_tmp / "target.txt").exists() or (in_tmp / "target.txt").read_text() == "keep me"
+
+
+# ---- pictures that cost far more than their size: each refused within the decoding worker's bounds ----
+
+
+def _jpeg_of_empty_markers(marker: int, size: int) -> bytes:
+    """A JPEG whose header holds ``size`` bytes of empty markers (APP1 0xE1, COM 0xFE) before an 8x8 image."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buffer, format="JPEG")
+    jpeg = buffer.getvalue()
+    return jpeg[:2] + bytes([0xFF, marker, 0, 2]) * (size // 4) + jpeg[2:]
+
+
+def _tiff_of_a_strip_per_row(rows: int) -> bytes:
+    """A 1 x ``rows`` greyscale TIFF with one strip per row: a decoder call and two table entries each."""
+    tags = [(256, 4, 1, 1), (257, 4, 1, rows), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (277, 3, 1, 1)]
+    offsets_at = 8 + 2 + 12 * 9 + 4
+    tags += [(273, 4, rows, offsets_at), (278, 4, 1, 1), (279, 4, rows, offsets_at + 4 * rows)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in sorted(tags)) + bytes(4)
+    offsets = np.arange(offsets_at + 8 * rows, offsets_at + 9 * rows, dtype="<u4").tobytes()
+    return b"II*\0" + struct.pack("<I", 8) + ifd + offsets + np.ones(rows, "<u4").tobytes() + b"\x80" * rows
+
+
+def _bmp_of_empty_rle8_pairs(size: int) -> bytes:
+    """A 4x4 RLE8 BMP whose pixel data is ``size`` bytes of end-of-line pairs, none of which adds a pixel."""
+    pixels = b"\0\0" * (size // 2) + b"\0\1"
+    info = struct.pack("<IiiHHIIiiII", 40, 4, 4, 1, 8, 1, len(pixels), 0, 0, 256, 0)
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    start = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", start + len(pixels), 0, 0, start) + info + palette + pixels
+
+
+def _png_of_text_chunks(count: int) -> bytes:
+    """A 1x1 PNG with ``count`` empty tEXt chunks before its pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+    return head + chunk(b"tEXt", b"k\0") * count + chunk(b"IDAT", zlib.compress(b"\0\0")) + chunk(b"IEND", b"")
+
+
+# A tenth of what the attacker sent (60 MB each, 8 to 34 s and up to 2.9 GB in 7611627's predict): still 2 to 8 s
+# on 7611627, and each far over the tight bound below.
+COSTLY = {
+    "app1_markers.jpg": lambda: _jpeg_of_empty_markers(0xE1, 6_000_000),
+    "tiff_strip_per_row.tif": lambda: _tiff_of_a_strip_per_row(600_000),
+    "com_markers.jpg": lambda: _jpeg_of_empty_markers(0xFE, 6_000_000),
+    "rle8_empty_pairs.bmp": lambda: _bmp_of_empty_rle8_pairs(6_000_000),
+    "text_chunks.png": lambda: _png_of_text_chunks(400_000),
+}
+OVER_THE_BOUND = "refused: over the time/memory bound"
+
+
+@pytest.fixture
+def tight_bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Pictures get 0.25 s of CPU (the worker may be stopped from 0.375 s on) instead of 2: the tests stay fast."""
+    monkeypatch.setenv("MNIST_LITE_DECODE_SECONDS", "0.25")
+    reset: Callable[[], None] = getattr(sys.modules.get("mnist_lite.decoding"), "reset", lambda: None)
+    reset()  # a worker started under the usual bound is replaced
+    yield
+    reset()
+
+
+@pytest.mark.parametrize("name", COSTLY)
+def test_a_picture_that_costs_too_much_is_a_refused_row(name: str, tmp_path: Path, tight_bound: None) -> None:
+    (tmp_path / name).write_bytes(COSTLY[name]())
+    (tmp_path / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    _, sources = DigitFiles(tmp_path).__getitems__([0, 1])
+    assert time.monotonic() - start < 6  # the bound, a worker's start and a restart, on a loaded machine
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # kB: decoding is elsewhere
+    errors = {Path(path).name: error for path, _, error in sources}
+    assert errors[name].startswith(OVER_THE_BOUND) and "\n" not in errors[name]
+    assert errors["seven.png"] == ""  # the next picture, in a new worker
+
+
+def test_the_kernel_stops_a_worker_over_its_cpu_time() -> None:
+    """With the parent willing to wait a minute, RLIMIT_CPU alone ends the decoding of a 5 s picture."""
+    from mnist_lite import decoding
+
+    decoder = decoding.Decoder(seconds=1, wall=60)
+    start = time.monotonic()
+    answer = next(decoder.decode([COSTLY["app1_markers.jpg"]()]))
+    assert isinstance(answer, decoding.TooCostly) and str(answer).startswith(OVER_THE_BOUND)
+    assert time.monotonic() - start < 15  # up to 2 s of CPU, on a loaded machine
+    decoder.close()
+
+
+def test_the_kernel_stops_a_worker_over_its_memory() -> None:
+    """With time to spare, RLIMIT_AS alone refuses a picture whose decoding would take 200 MB more."""
+    from mnist_lite import decoding
+
+    decoder = decoding.Decoder(seconds=30, memory=200 * 2**20, wall=30)
+    start = time.monotonic()
+    answer = next(decoder.decode([COSTLY["app1_markers.jpg"]()]))
+    assert isinstance(answer, decoding.TooCostly) and str(answer).startswith(OVER_THE_BOUND)
+    assert time.monotonic() - start < 10
+    seven = (EXAMPLES / "7_dark_on_light_120x160.png").read_bytes()
+    assert getattr(next(decoder.decode([seven])), "shape", None) == (160, 120)  # a worker goes on
+    decoder.close()
+
+
+def test_predict_writes_a_refused_row_for_a_costly_picture_and_goes_on(
+    tiny_checkpoint: Path, in_tmp: Path, capsys, tight_bound: None
+) -> None:
+    folder = in_tmp / "costly"
+    folder.mkdir()
+    (folder / "strips.tif").write_bytes(_tiff_of_a_strip_per_row(600_000))
+    (folder / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
+    main(predict_args(tiny_checkpoint, str(folder), "--predictions.output=out.csv"))
+    assert "1 image predicted, 1 could not be read" in capsys.readouterr().out
+    errors = {Path(r["path"]).name: r["error"] for r in csv_rows(in_tmp / "out.csv")}
+    assert errors["strips.tif"].startswith(OVER_THE_BOUND) and errors["seven.png"] == ""
+
+
+def test_a_folder_nested_1500_deep_is_walked_without_recursion(tmp_path: Path) -> None:
+    deepest = tmp_path
+    for _ in range(1_500):
+        deepest = deepest / "d"
+        deepest.mkdir()
+    (deepest / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
+    (tmp_path / "loop").symlink_to(tmp_path)  # a link to a folder is not followed
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x.png").write_bytes(b"")
+    try:
+        assert images.find_inputs(tmp_path) == [deepest / "seven.png"]
+    finally:  # shutil.rmtree, which pytest cleans up with, recurses
+        (deepest / "seven.png").unlink()
+        while deepest != tmp_path:
+            deepest.rmdir()
+            deepest = deepest.parent

@@ -6,54 +6,48 @@ naive resize does not (on handwriting from outside MNIST: about 90% against 34% 
 """
 
 import bisect
-import io
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from mnist_lite import files
+from mnist_lite import decoding, files
+from mnist_lite.decoding import MAX_PIXELS
 from mnist_lite.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 ARRAY_SUFFIXES = {".npy"}
 IDX_SUFFIXES = {".idx", ".idx3", ".ubyte"}
-# Bounds on what one file may cost. A decoded image over MAX_PIXELS is refused before decoding (PIL's own bomb
-# check starts at 89M pixels, gigabytes once converted); larger ones than WORKING_SIDE are box-reduced first. A
-# progressive JPEG decodes its whole image once per scan, so one of many scans (a few hundred bytes each) can cost
-# minutes: the scans are counted before decoding (encoders write about 10).
-MAX_PIXELS = 4096 * 4096
-MAX_PICTURE_BYTES = 64 * 1024 * 1024
-MAX_JPEG_SCANS = 64
-WORKING_SIDE = 1024
+MAX_PICTURE_BYTES = 64 * 1024 * 1024  # what each picture may cost once read is bounded in decoding.py
 INK_EDGES = (0.2, 0.8)
-# The decoders PIL may use: the formats people save digits in. Its dozens of others are attack surface unused here.
-PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
-
-
-class TooManyPixels(ValueError):
-    """An image whose header declares more pixels than MAX_PIXELS: refused before it is decoded."""
 
 
 def find_inputs(path: str | Path) -> list[Path]:
-    """The files to predict on: ``path`` itself, or every non-hidden file below the folder, sorted."""
+    """The files to predict on: ``path`` itself, or every non-hidden file below the folder, sorted. The folder is
+    walked with a list of folders to visit, not by recursion (a folder nested thousands deep is no error), and
+    links to folders are not followed (no loops)."""
     path = Path(path)
     if path.is_file():
         return [path]
-    if path.is_dir():
-        return sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-    raise UserError(f"predict path {path} does not exist: pass an image file or a folder of images.")
+    if not path.is_dir():
+        raise UserError(f"predict path {path} does not exist: pass an image file or a folder of images.")
+    found, folders = [], [path]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as entries:
+                for entry in (e for e in entries if not e.name.startswith(".")):
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+                    elif entry.is_file():
+                        found.append(Path(entry.path))
+        except OSError:  # a folder that cannot be listed, as rglob skipped it
+            continue
+    return sorted(found)
 
 
 def _is_idx(path: Path) -> bool:
@@ -130,7 +124,7 @@ def read_image(path: Path, index: int | None) -> Tensor:
             pixels = _read_at(path, 16 + (index or 0) * h * w, h * w)  # one image: seek to it, read its bytes
             return torch.from_numpy(np.frombuffer(pixels, dtype=np.uint8).reshape(h, w).astype(np.float32) / 255)
         if suffix in IMAGE_SUFFIXES:
-            return decode_picture(files.read_bytes(path, MAX_PICTURE_BYTES))
+            return as_tensor(next(decoding.decode([_picture_bytes(path)])))
         raise ValueError(f"not a supported file type ({', '.join(sorted(IMAGE_SUFFIXES | ARRAY_SUFFIXES))} or IDX)")
     except (OSError, RuntimeError, IndexError, EOFError) as e:
         raise ValueError(f"unreadable: {e}".strip()) from None
@@ -145,75 +139,20 @@ def _read_at(path: Path, offset: int, size: int) -> bytes:
     return data
 
 
-def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
-    """How many scans a JPEG holds (counting stops past ``stop_after``), from its markers: no pixel is decoded."""
-    if not data.startswith(b"\xff\xd8"):
-        return 0
-    position, scans = 2, 0
-    while scans <= stop_after:
-        position = data.find(b"\xff", position)
-        if position < 0 or position + 3 >= len(data):
-            break
-        marker = data[position + 1]
-        if marker in (0x00, 0xFF, 0x01) or 0xD0 <= marker <= 0xD7:  # stuffing, fill, TEM, restart: no length
-            position += 1 if marker == 0xFF else 2
-            continue
-        if marker == 0xD9:  # end of image
-            break
-        scans += marker == 0xDA
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")  # then entropy-coded data
-    return scans
-
-
-def decode_picture(data: bytes) -> Tensor:
-    """A PNG, JPEG, BMP or TIFF file's bytes as greyscale floats in [0, 1] (H, W). One with more than MAX_PIXELS, or
-    a JPEG of more than MAX_JPEG_SCANS scans, is refused before decoding (``TooManyPixels``); anything else
-    unreadable is a ``ValueError`` saying why."""
-    if (scans := jpeg_scans(data)) > MAX_JPEG_SCANS:
-        raise TooManyPixels(f"a JPEG of more than {MAX_JPEG_SCANS} scans, each a decode of the whole image")
+def _picture_bytes(path: Path) -> bytes | ValueError:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below
-            # PIL's TIFF reader warns of each broken tag it skips: the image is read, or its row says why not.
-            warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
-            with Image.open(io.BytesIO(data), formats=PICTURE_FORMATS) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise TooManyPixels(f"{img.width}x{img.height} pixels, more than the {MAX_PIXELS:,} accepted")
-                if img.format == "JPEG" and scans:
-                    img.draft("L", (WORKING_SIDE, WORKING_SIDE))  # the decoder scales down by up to 8 as it goes
-                factor = -(-max(img.size) // WORKING_SIDE)
-                return _grey(img.reduce(factor) if factor > 1 else img)
-    except Image.DecompressionBombError as e:  # PIL's own limit, far above ours, is met first
-        raise TooManyPixels(str(e)) from None
-    except UnidentifiedImageError:
-        raise ValueError(
-            f"unreadable: not a {', '.join(PICTURE_FORMATS[:-1])} or {PICTURE_FORMATS[-1]} image"
-        ) from None
-    except (TooManyPixels, ValueError):
-        raise
-    except Exception as e:  # PIL's parsers raise OSError, SyntaxError, TypeError, struct.error, ... on bad files
-        raise ValueError(f"unreadable: {e or type(e).__name__}".strip()) from None
+        return files.read_bytes(path, MAX_PICTURE_BYTES)
+    except OSError as e:
+        return ValueError(f"unreadable: {e}".strip())
+    except ValueError as e:
+        return e
 
 
-def _grey(img: Image.Image) -> Tensor:
-    """Greyscale in [0, 1]; transparent pixels take the colour that contrasts with the ink."""
-    if img.mode.startswith("I;16"):  # 16-bit greyscale: convert("L") would clip it to white
-        img = img.convert("I")
-    if img.mode in ("I", "F"):
-        array = np.asarray(img, dtype=np.float32)
-        if not np.isfinite(array).all():
-            raise ValueError("pixels that are not finite (NaN or inf)")
-        peak = 65535.0 if array.max() > 255 else 255.0 if array.max() > 1 else 1.0
-        return torch.from_numpy(np.clip(array / peak, 0, 1))
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        img = img.convert("RGBA")
-        if np.asarray(img.getchannel("A")).min() < 255:  # some transparency (a canvas's PNG has none)
-            rgba = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255)
-            grey, alpha = rgba[..., :3].mean(-1), rgba[..., 3]
-            ink_is_dark = (grey * alpha).sum() / alpha.sum().clamp(min=1e-6) < 0.5
-            background = 1.0 if ink_is_dark else 0.0
-            return grey * alpha + background * (1 - alpha)
-    return torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) / 255)
+def as_tensor(pixels: np.ndarray | ValueError) -> Tensor:
+    """A picture as ``decoding`` answers it, as floats in [0, 1] (H, W); its ``ValueError`` raised."""
+    if isinstance(pixels, ValueError):
+        raise pixels
+    return torch.from_numpy(pixels.astype(np.float32) / 255 if pixels.dtype == np.uint8 else pixels.copy())
 
 
 def to_mnist(image: Tensor) -> Tensor:
@@ -282,15 +221,21 @@ class DigitFiles(Dataset):
         return file, i - self.starts[f] if several else None
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, list[tuple[str, int | None, str]]]:
-        images, sources = torch.zeros(len(indices), 28, 28, dtype=torch.uint8), []
-        for row, i in enumerate(indices):
-            path, index = self.item(i)
+        images, items = torch.zeros(len(indices), 28, 28, dtype=torch.uint8), [self.item(i) for i in indices]
+        errors = [""] * len(indices)
+        pictures = [row for row, (path, _) in enumerate(items) if path.suffix.lower() in IMAGE_SUFFIXES]
+        decoded = decoding.decode(_picture_bytes(items[row][0]) for row in pictures)  # in one warm worker
+        for pixels, row in zip(decoded, pictures):  # decoded first: it is run to its end
             try:
-                images[row] = to_mnist(read_image(path, index))
-                sources.append((str(path), index, ""))
+                images[row] = to_mnist(as_tensor(pixels))
             except ValueError as e:
-                sources.append((str(path), index, str(e)))
-        return images, sources
+                errors[row] = str(e)
+        for row in sorted(set(range(len(items))) - set(pictures)):
+            try:
+                images[row] = to_mnist(read_image(*items[row]))
+            except ValueError as e:
+                errors[row] = str(e)
+        return images, [(str(path), index, error) for (path, index), error in zip(items, errors)]
 
     def __getitem__(self, i: int) -> tuple[Tensor, tuple[str, int | None, str]]:
         images, sources = self.__getitems__([i])

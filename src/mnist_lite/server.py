@@ -1,8 +1,8 @@
 """The web page and HTTP API behind ``mnist-lite serve``: a fitted model reads digits drawn in a browser or uploaded.
 
-Uploads are data from strangers: the body is bounded in size and time before it is read, images are bounded by
-their pixel count and JPEG scans before they are decoded (``images.decode_picture``), and only PNG, JPEG, BMP and
-TIFF decoders run, in a thread, so the event loop (and ``/health``) always answers. Requests are answered only
+Uploads are data from strangers: the body is bounded in size and time before it is read, and images are decoded
+(PNG, JPEG, BMP and TIFF only) in a worker process whose time and memory the kernel bounds (``decoding.py``),
+waited for in a thread, so the event loop (and ``/health``) always answers. Requests are answered only
 for a loopback name, an IP address or a host the operator allowed, and POSTs only from the page's own origin or
 an allowed one: a web page elsewhere cannot use the API, by a cross-origin form or by DNS rebinding. Every image
 goes through ``images.to_mnist``, the preprocessing ``mnist-lite predict`` uses, so both give the same answer.
@@ -35,8 +35,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from mnist_lite import checkpoints
-from mnist_lite.images import TooManyPixels, decode_picture, to_mnist
+from mnist_lite import checkpoints, decoding
+from mnist_lite.decoding import TooCostly
+from mnist_lite.images import as_tensor, to_mnist
 from mnist_lite.network import Classifier
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
@@ -132,9 +133,14 @@ class HostAndOrigin:
             )
         elif scope["method"] not in ("GET", "HEAD", "OPTIONS") and "origin" in headers:
             origin = headers["origin"]
-            same = urlsplit(origin).netloc.lower() == host.lower()
-            if not same and not self._allowed(urlsplit(origin).hostname or "", names_only=True):
-                refusal = (403, f"requests from {origin!r} are not accepted: only this server's own page may post.")
+            try:
+                parts = urlsplit(origin)
+                same, name = parts.netloc.lower() == host.lower(), parts.hostname or ""
+            except ValueError:  # "http://[": an unclosed IPv6 bracket
+                refusal = (400, f"the origin {origin!r} is not a URL.")
+            else:
+                if not same and not self._allowed(name, names_only=True):
+                    refusal = (403, f"requests from {origin!r} are not accepted: only this server's own page may post.")
         if refusal is None:
             await self.app(scope, receive, send)
             return
@@ -153,8 +159,12 @@ class HostAndOrigin:
 
 
 def _hostname(host: str) -> str:
-    """The name in a Host header, without its port (an IPv6 address comes in brackets)."""
-    return (urlsplit(f"//{host}").hostname or "") if host else ""
+    """The name in a Host header, without its port (an IPv6 address comes in brackets); "" for none or a malformed
+    one ("[", "[::1"), which no name is allowed to be."""
+    try:
+        return (urlsplit(f"//{host}").hostname or "") if host else ""
+    except ValueError:
+        return ""
 
 
 class HeaderDeadline(H11Protocol):
@@ -205,10 +215,10 @@ def from_environment() -> FastAPI:
 def read_digits(model: Classifier, pictures: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
     """Each picture made MNIST-like, then one batch through the model: prediction, probabilities, preview."""
     digits = []
-    for name, data in pictures:
+    for (name, _), pixels in zip(pictures, list(decoding.decode(data for _, data in pictures))):
         try:
-            digits.append(to_mnist(decode_picture(data)))
-        except TooManyPixels as e:
+            digits.append(to_mnist(as_tensor(pixels)))
+        except TooCostly as e:
             raise Refused(413, f"{name}: {e}.") from None
         except ValueError as e:
             raise Refused(422, f"{name}: {e}.") from None
