@@ -1,5 +1,5 @@
-"""Checkpoints are data: nothing named inside one is imported, called or built unless it is on the allow-list, and
-what one can cost is bounded before it is paid. The hostile variants go through the checkpoint checks themselves;
+"""Checkpoints are data: nothing named inside one is imported, called or built unless it is one of the project's
+networks or the user's config names it, and what one can cost is bounded before it is paid. The hostile variants go through the checkpoint checks themselves;
 then one whole command per entry point shows the same refusal in one line, with nothing written."""
 
 import io
@@ -389,16 +389,13 @@ def test_a_config_that_is_a_fifo_is_refused_without_waiting(option: str, in_tmp:
 
 @pytest.mark.slow
 def test_refusal_as_a_program(good: dict, in_tmp: Path) -> None:
-    hparams = {
-        **good["hyper_parameters"],
-        "optimizer": {"class_path": "os.system", "init_args": {"command": "touch m"}},
-    }
+    hparams = {**good["hyper_parameters"], "net": {"class_path": "os.system", "init_args": {"command": "touch m"}}}
     _save({**good, "hyper_parameters": hparams}, in_tmp / "hostile.ckpt")
     result = run_cli(in_tmp, "test", "--ckpt_path", "hostile.ckpt")
     assert result.returncode == 1 and not (in_tmp / "m").exists()
     assert result.stderr.strip().splitlines()[-1] == (
-        "mnist-lite: error: refusing hostile.ckpt: hyperparameter optimizer.class_path = 'os.system' is not on the "
-        "allow-list and not named by your config."
+        "mnist-lite: error: refusing hostile.ckpt: hyperparameter net.class_path = 'os.system' is neither the "
+        "project's network nor your config's."
     )
 
 

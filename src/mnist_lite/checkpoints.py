@@ -290,7 +290,7 @@ def _refused(path: str | Path, key: str, value: Any, why: str) -> UserError:
 
 def build_network(spec: dict[str, Any] | None) -> nn.Module:
     """The network a ``{class_path, init_args}`` spec describes (``None``: the default CompactCNN). The class path
-    must already be allowed: by ``allowed_hyperparameters`` for a checkpoint's, by the user for their config's."""
+    must already be allowed: by ``network_spec`` for a checkpoint's, by the user for their config's."""
     if spec is None:
         spec = {"class_path": next(iter(NETWORKS))}
     module, _, name = spec["class_path"].rpartition(".")
@@ -336,7 +336,7 @@ def check_weights(expected: dict[str, torch.Tensor], checkpoint: dict[str, Any],
 
 def load_model(path: str | Path, checkpoint: dict[str, Any] | None = None) -> Classifier:
     """The fitted model of a checkpoint (``checkpoint``, if it was read already), checked as above, in eval mode:
-    images in [0, 1] to logits, without Lightning. Built from the allow-listed hyperparameters alone."""
+    images in [0, 1] to logits, without Lightning. Built from its ``network_spec`` alone."""
     checkpoint = read(path) if checkpoint is None else checkpoint
     spec = network_spec(checkpoint, path)
     check_network(spec, checkpoint, path)

@@ -206,22 +206,28 @@ class MNISTClassifier(LightningModule):
         self._restored = checkpoint
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters()) if self.optimizer else torch.optim.Adam(self.parameters(), 1e-3)
-        scheduler = None
-        if self.scheduler is not None and _wants_total_steps(self.scheduler):
-            total_steps = int(self.trainer.estimated_stepping_batches)
-            restored = ((self._restored or {}).get("lr_schedulers") or [{}])[0]
-            if isinstance(restored, dict) and restored.get("total_steps", total_steps) != total_steps:
-                raise UserError(
-                    f"the resumed run's schedule was built for {shown(restored['total_steps'])} steps and this run has "
-                    f"{total_steps}: a one-cycle schedule ends where it was planned to. "
-                    "Resume with the same max_epochs, or start a new fit."
-                )
-            scheduler = self.scheduler(optimizer, total_steps=total_steps)
-        elif self.scheduler is not None:
-            scheduler = self.scheduler(optimizer)
+        wants_steps = self.scheduler is not None and _wants_total_steps(self.scheduler)
+        total_steps = int(self.trainer.estimated_stepping_batches) if wants_steps else None
+
+        def build(params: Any) -> tuple[torch.optim.Optimizer, Any]:
+            optimizer = self.optimizer(params) if self.optimizer else torch.optim.Adam(params, 1e-3)
+            if self.scheduler is None:
+                return optimizer, None
+            if wants_steps:
+                return optimizer, self.scheduler(optimizer, total_steps=total_steps)
+            return optimizer, self.scheduler(optimizer)
+
         if self._restored is not None:
-            resume.try_optimization(self.trainer.ckpt_path, self._restored, optimizer, scheduler)
+            restored = (self._restored.get("lr_schedulers") or [{}])[0]
+            planned = restored.get("total_steps", total_steps) if isinstance(restored, dict) else total_steps
+            if planned != total_steps:
+                raise UserError(
+                    f"the resumed run's schedule was built for {shown(planned)} steps and this run has {total_steps}:"
+                    " a one-cycle schedule ends where it was planned to. Resume with the same max_epochs, or start a"
+                    " new fit."
+                )
+            resume.try_optimization(self.trainer.ckpt_path, self._restored, build, self.parameters())
+        optimizer, scheduler = build(self.parameters())
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -3,7 +3,7 @@ before Lightning restores it. Whatever they reject is one line that names the se
 
 import copy
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,31 +28,32 @@ def guard(path: str | Path, section: str) -> Iterator[None]:
         ) from None
 
 
-def try_optimization(path: str | Path, checkpoint: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
-    """Load the saved optimizer and schedule states into copies of this run's, and take one step with them: every
-    check the optimizer's own constructor and step make, on the saved values."""
+def try_optimization(path: str | Path, checkpoint: dict[str, Any], build: Callable, parameters: Iterable) -> None:
+    """Load the saved optimizer and schedule states into a fresh optimizer and schedule (``build(params)``, as this
+    run makes its own) over copies of ``parameters``, and take one step with them: every check their constructors,
+    loaders and steps make, on the saved values, without touching this run's own."""
     saved_optimizers, saved_schedules = checkpoint.get("optimizer_states", []), checkpoint.get("lr_schedulers", [])
-    trial_optimizer, trial_scheduler = copy.deepcopy((optimizer, scheduler))
+    optimizer, scheduler = build([p.detach().clone().requires_grad_(p.requires_grad) for p in parameters])
     with guard(path, "optimizer state"):
         if len(saved_optimizers) != 1:
             raise ValueError(f"{len(saved_optimizers)} optimizers' states, not 1")
-        trial_optimizer.load_state_dict(saved_optimizers[0])
+        optimizer.load_state_dict(copy.deepcopy(saved_optimizers[0]))  # the step below writes into its tensors
         accepted = inspect.signature(type(optimizer)).parameters
-        for group in trial_optimizer.param_groups:  # the saved settings, through the constructor's own checks
+        for group in optimizer.param_groups:  # the saved settings, through the constructor's own checks
             type(optimizer)(group["params"], **{k: v for k, v in group.items() if k in accepted and k != "params"})
             for p in group["params"]:
                 p.grad = torch.zeros_like(p)
-        trial_optimizer.step()
+        optimizer.step()
     if scheduler is None:
         return
     with guard(path, "schedule state"):
         if len(saved_schedules) != 1:
             raise ValueError(f"{len(saved_schedules)} schedules' states, not 1")
-        expected = trial_scheduler.state_dict()
-        if (difference := layout_difference(saved_schedules[0], expected, "lr_schedulers[0]")) is not None:
+        saved = copy.deepcopy(saved_schedules[0])
+        if (difference := layout_difference(saved, scheduler.state_dict(), "lr_schedulers[0]")) is not None:
             raise ValueError(difference)
-        trial_scheduler.load_state_dict(saved_schedules[0])
-        trial_scheduler.step()
+        scheduler.load_state_dict(saved)
+        scheduler.step()
 
 
 def layout_difference(found: Any, expected: Any, where: str) -> str | None:
