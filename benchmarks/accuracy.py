@@ -30,7 +30,7 @@ def main() -> None:
         vals, tests, cpus = [], [], []
         for seed in args.seeds:
             trainer, model, dm = build(*configs, f"--seed_everything={seed}", *args.fit)
-            snapshots = EpochSnapshots(args.last)
+            snapshots = epoch_snapshots(args.last)
             trainer.callbacks.append(snapshots)
             start, cpu_start = time.perf_counter(), time.process_time()
             trainer.fit(model, datamodule=dm)
@@ -44,12 +44,14 @@ def main() -> None:
             model.load_state_dict(final)
             tests.append(trainer.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
             cpus.append(cpu)
-            print(f"| {seed} | {vals[-1]:.2%} |{''.join(cells)} {tests[-1]:.2%} | {seconds:.0f} | {cpu:.0f} |", flush=True)
+            row = f"| {seed} | {vals[-1]:.2%} |{''.join(cells)} {tests[-1]:.2%} | {seconds:.0f} | {cpu:.0f} |"
+            print(row, flush=True)
         blanks = " |" * (args.last - 1)
-        print(f"| mean | {statistics.mean(vals):.2%} |{blanks} {statistics.mean(tests):.2%} | | {statistics.mean(cpus):.0f} |")
+        mean_val, mean_test, mean_cpu = (statistics.mean(v) for v in (vals, tests, cpus))
+        print(f"| mean | {mean_val:.2%} |{blanks} {mean_test:.2%} | | {mean_cpu:.0f} |")
 
 
-def EpochSnapshots(last: int):  # noqa: N802 - a callback class built after Lightning is imported
+def epoch_snapshots(last: int):  # a Callback, defined once Lightning is imported
     from lightning.pytorch import Callback
 
     class Snapshots(Callback):

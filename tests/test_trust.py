@@ -1,6 +1,7 @@
 """Checkpoints are data: nothing named inside one is imported, called or built unless it is one of the project's
-networks or the user's config names it, and what one can cost is bounded before it is paid. The hostile variants go through the checkpoint checks themselves;
-then one whole command per entry point shows the same refusal in one line, with nothing written."""
+networks or the user's config names it, and what one can cost is bounded before it is paid. The hostile variants go
+through the checkpoint reader itself; then one whole command per entry point shows the same refusal in one line, with
+nothing written."""
 
 import io
 import math
