@@ -98,8 +98,9 @@ def test_state_dict_loads_into_the_seeds_plain_module(tiny_checkpoint, tmp_path,
         (["--format", "keras"], "Expected a typing.Literal['onnx', 'torchscript', 'state_dict']"),
         (["--format", "onnx", "--output", "no/such/folder/model.onnx"], "folder no/such/folder does not exist"),
         (["--output", "/dev/null"], "refusing to write /dev/null: it is a link or not a regular file"),
+        (["--output", "a" * 300 + ".onnx"], ": File name too long."),
     ],
-    ids=["missing-checkpoint", "unknown-format", "missing-folder", "device-node"],
+    ids=["missing-checkpoint", "unknown-format", "missing-folder", "device-node", "name-too-long"],
 )
 def test_export_bad_input(args, expected, tiny_checkpoint, in_tmp: Path, capsys) -> None:
     full = ["--ckpt_path", str(tiny_checkpoint), "--output", "model.out", *args]

@@ -25,7 +25,10 @@ def export(ckpt_path: str, output: str, format: Format = "onnx", overwrite: bool
         overwrite: replace an existing output file.
     """
     target = Path(output)
-    _check_output(target, overwrite)
+    try:
+        _check_output(target, overwrite)
+    except OSError as e:  # a name too long for the filesystem, a folder that cannot be read, ...
+        raise UserError(f"cannot write {output}: {e.strerror or e}.") from None
     source, model = checkpoints.load_given(ckpt_path)
     if target.exists() and target.resolve() == source.resolve():
         raise UserError(f"refusing to write {output}: it is the checkpoint being exported. Choose another --output.")
