@@ -108,7 +108,9 @@ def test_runs_lists_every_run_newest_first_and_sorts_by_any_column(two_runs, dat
     capsys.readouterr()
     main(["runs"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["run", "started", "configs", "epochs", "val_acc", "test_acc", "checkpoints"]
+    header = ["run", "started", "configs", "parameters", "epochs", "val_acc", "test_acc", "checkpoints"]
+    assert lines[0].split() == header
+    assert " 13,266 " in lines[1]  # the network of configs/cpu.yaml, as fit logged it
     assert [line.split()[0] for line in lines[1:]] == [str(worse), str(better)]
     assert str(TINY) in lines[1] and "last.ckpt" in lines[1]
     assert len(lines[2].split()) == len(lines[1].split()) + 1  # only the better run has a test_acc
@@ -123,6 +125,7 @@ def test_runs_without_runs_says_how_to_make_one(in_tmp: Path, capsys) -> None:
 # A run folder is data: on a shared filesystem, anyone may have written it. Each case below once hung `runs` or
 # `curves`, grew it to gigabytes, or ended it in a traceback; now its file is an "unreadable" cell (runs) or one
 # line (curves), and the run beside it is listed as before.
+METRICS_COLUMNS = {"parameters", "val_acc", "epochs"}  # the columns read from metrics.csv
 GOOD_CONFIG = "# mnist-lite fit --config configs/cpu.yaml\nmodel:\n  label_smoothing: 0.05\n"
 GOOD_METRICS = "epoch,step,train_loss,val_acc\n0,1,0.5,\n0,2,0.4,\n0,2,,0.5\n"
 
@@ -150,12 +153,12 @@ def _big_metrics(path: Path) -> None:
 
 PLANTED_IN_RUNS = {  # case: (file, what replaces it, the columns that become unreadable)
     "fifo-config": ("config.yaml", os.mkfifo, {"configs"}),
-    "fifo-metrics": ("metrics.csv", os.mkfifo, {"val_acc", "epochs"}),
+    "fifo-metrics": ("metrics.csv", os.mkfifo, METRICS_COLUMNS),
     "fifo-test-metrics": ("test/metrics.csv", os.mkfifo, {"test_acc"}),
     "config-links-to-dev-zero": ("config.yaml", lambda p: p.symlink_to("/dev/zero"), {"configs"}),
-    "metrics-of-96-mb": ("metrics.csv", _big_metrics, {"val_acc", "epochs"}),
+    "metrics-of-96-mb": ("metrics.csv", _big_metrics, METRICS_COLUMNS),
     "config-not-utf8": ("config.yaml", lambda p: p.write_bytes(b"# mnist-lite fit \xff\xfe\n"), {"configs"}),
-    "val-acc-abc": ("metrics.csv", lambda p: p.write_text("epoch,step,val_acc\n0,9,abc\n"), {"val_acc", "epochs"}),
+    "val-acc-abc": ("metrics.csv", lambda p: p.write_text("epoch,step,val_acc\n0,9,abc\n"), METRICS_COLUMNS),
     "a-folder-named-config": ("config.yaml", Path.mkdir, {"configs"}),
 }
 

@@ -395,8 +395,8 @@ def test_refusal_as_a_program(good: dict, in_tmp: Path) -> None:
     result = run_cli(in_tmp, "test", "--ckpt_path", "hostile.ckpt")
     assert result.returncode == 1 and not (in_tmp / "m").exists()
     assert result.stderr.strip().splitlines()[-1] == (
-        "mnist-lite: error: refusing hostile.ckpt: hyperparameter net.class_path = 'os.system' is neither the "
-        "project's network nor your config's."
+        "mnist-lite: error: refusing hostile.ckpt: hyperparameter net.class_path = 'os.system' is not one of the "
+        "project's networks or your config's."
     )
 
 

@@ -19,7 +19,7 @@ SUBCOMMANDS = {
     "validate": "Score a checkpoint on the validation split, into a folder inside the run it came from.",
     "test": "Score a checkpoint on the 10,000 test images and draw where it errs, inside its run's folder.",
     "predict": "Read digits from image files (or the test set) with a checkpoint, into a CSV.",
-    "runs": "List the runs under a log folder: when, which configs, epochs, val_acc, test_acc, checkpoints.",
+    "runs": "List the runs under a log folder: when, configs, parameters, epochs, val_acc, test_acc, checkpoints.",
     "augment": "Draw the augmentations of one training image into a PNG.",
     "curves": "Plot a run's loss and accuracy against the training step, from its metrics.csv.",
     "export": "Write a fitted model as ONNX, TorchScript or a plain state_dict, all or nothing.",

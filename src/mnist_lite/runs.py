@@ -168,13 +168,14 @@ class Run:
     folder: Path
     started: datetime
     configs: list[str] = field(default_factory=list)
+    parameters: int | None = None  # the network's, as fit logged it
     epochs: int | None = None
     val_acc: float | None = None  # the best of the run
     test_acc: float | None = None  # the newest test of the run
     checkpoints: list[str] = field(default_factory=list)
     unreadable: set[str] = field(default_factory=set)
 
-    COLUMNS = ("run", "started", "configs", "epochs", "val_acc", "test_acc", "checkpoints")
+    COLUMNS = ("run", "started", "configs", "parameters", "epochs", "val_acc", "test_acc", "checkpoints")
 
     def cells(self) -> list[str]:
         """The row of ``mnist-lite runs``: names from the folder shown with their control characters escaped."""
@@ -186,6 +187,7 @@ class Run:
             str(self.folder),
             self.started.strftime("%Y-%m-%d %H:%M"),
             " ".join(self.configs) or "-",
+            "" if self.parameters is None else f"{self.parameters:,}",
             "" if self.epochs is None else str(self.epochs),
             number(self.val_acc),
             number(self.test_acc),
@@ -201,7 +203,8 @@ def find_runs(root: Path = LOG_ROOT) -> list[Run]:
         folder = config.parent
         run = Run(folder, datetime.fromtimestamp(_mtime(config)), checkpoints=[p.name for p in checkpoints(folder)])
         run.configs = _read(run, ("configs",), _configs, config) or []
-        run.val_acc, run.epochs = _read(run, ("val_acc", "epochs"), _validated, folder / "metrics.csv") or (None, None)
+        summary = _read(run, ("parameters", "val_acc", "epochs"), _summary, folder / "metrics.csv")
+        run.parameters, run.val_acc, run.epochs = summary or (None, None, None)
         run.test_acc = _read(run, ("test_acc",), _newest_test_acc, folder)
         found.append(run)
     return sorted(found, key=lambda r: r.started, reverse=True)
@@ -218,11 +221,16 @@ def _read(run: Run, columns: tuple[str, ...], read: Callable[[Path], T], path: P
         return None
 
 
-def _validated(metrics: Path) -> tuple[float, int] | None:
-    """A run's best val_acc and how many epochs it validated, folded row by row from its metrics.csv."""
-    both = (r for r in metric_rows(metrics, ("epoch", "val_acc")) if len(r) == 2)
-    best, last = functools.reduce(lambda a, r: (max(a[0], r["val_acc"]), max(a[1], r["epoch"])), both, (-1.0, -1.0))
-    return (best, int(last) + 1) if last >= 0 else None
+def _summary(metrics: Path) -> tuple[int | None, float | None, int | None]:
+    """A run's parameter count, best val_acc and how many epochs it validated, folded row by row from its
+    metrics.csv."""
+    parameters, best, last = None, None, -1
+    for row in metric_rows(metrics, ("parameters", "epoch", "val_acc")):
+        if "parameters" in row:
+            parameters = round(row["parameters"])  # logged as a float
+        if "val_acc" in row and "epoch" in row:
+            best, last = max(best or 0.0, row["val_acc"]), max(last, int(row["epoch"]))
+    return parameters, best, last + 1 if last >= 0 else None
 
 
 def _newest_test_acc(folder: Path) -> float | None:

@@ -6,11 +6,11 @@ from typing import Any, Literal
 from mnist_lite import runs as run_folders
 from mnist_lite.errors import UserError
 
-Column = Literal["started", "run", "configs", "epochs", "val_acc", "test_acc"]
+Column = Literal["started", "run", "configs", "parameters", "epochs", "val_acc", "test_acc"]
 
 
 def runs(log_dir: str = str(run_folders.LOG_ROOT), sort: Column = "started") -> None:
-    """List the runs under a log folder: when, which configs, epochs, val_acc, test_acc, checkpoints.
+    """List the runs under a log folder: when, which configs, parameters, epochs, val_acc, test_acc, checkpoints.
 
     Args:
         log_dir: the folder the runs were logged to.
