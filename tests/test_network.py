@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from mnist_lite.network import NETWORKS, CompactCNN, DigitNet, OneEpochCNN
 
-from helpers import seed_net
+from helpers import CPU, ROOT, seed_net
 
 
 def test_parameter_count_is_the_promised_one() -> None:
@@ -55,3 +55,22 @@ def test_the_one_epoch_network_folds_the_image_without_losing_a_pixel() -> None:
     folded = net.features[0](x)
     assert folded.shape == (3, 4, 14, 14) and torch.equal(F.pixel_shuffle(folded, 2), x)
     assert OneEpochCNN(widths=(8, 8, 16, 16))(x).shape == (3, 10)
+
+
+# The course's budgets, per shipped config: parameters and epochs, as the config builds them on configs/cpu.yaml.
+BUDGETS = {
+    "cpu.yaml": (25_000, 1),
+    "one_epoch.yaml": (25_000, 1),
+    "under_20k.yaml": (20_000, 19),
+    "under_8k.yaml": (8_000, 15),
+}
+
+
+@pytest.mark.parametrize("config", list(BUDGETS))
+def test_each_shipped_config_keeps_its_parameter_and_epoch_budget(config: str) -> None:
+    from mnist_lite.lightning_cli import build  # Lightning: only this test needs it
+
+    built = build(["--config", str(CPU), "--config", str(ROOT / "configs" / config)], run=False)
+    parameters, epochs = BUDGETS[config]
+    assert sum(p.numel() for p in built.model.net.parameters()) < parameters
+    assert built.trainer.max_epochs <= epochs
