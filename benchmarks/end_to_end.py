@@ -4,9 +4,9 @@ pipeline (benchmarks/seed_pipeline.py), in the same run.
 The commands are the README's, as people run them: progress bar on, drawing on a terminal (a pseudo-terminal
 here). Each runs under /usr/bin/time -v, alternated and repeated; reports each one's median wall time, its ratio
 to configs/cpu.yaml's run by run, and its peak resident memory. --before SRC adds configs/cpu.yaml's command run
-on the code of another checkout (PYTHONPATH=SRC).
+on the code of another checkout (PYTHONPATH=SRC); --also CONFIG adds configs/cpu.yaml stacked with CONFIG.
 
-    python benchmarks/end_to_end.py [--repeats 3] [--before ../old-checkout/src] [--json out.json]
+    python benchmarks/end_to_end.py [--repeats 3] [--before ../old-checkout/src] [--also configs/under_8k.yaml]
 
 Any mnist-lite fit option (--key=value) is added to the mnist-lite commands.
 """
@@ -53,10 +53,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", help="the src/ folder of another checkout, to run configs/cpu.yaml's fit on")
     parser.add_argument("--only", nargs="+", type=int, help="run only these commands, by their place (0, 1, 2)")
+    parser.add_argument("--also", action="append", default=[], help="another config to stack on configs/cpu.yaml")
     args = parse_with_fit_options(parser)
     with recorded(args.json, "end_to_end"):
         workdir = prepared_workdir("mnist-lite-e2e-")
         ours = {n: [*c, *args.fit] if c[:2] == FIT[:2] else c for n, c in COMMANDS.items()}
+        for config in args.also:
+            ours[f"... --config {config}"] = [*FIT, "--config", str(ROOT / config), *args.fit]
         names = [n for i, n in enumerate(ours) if args.only is None or i in args.only]
         commands: dict[str, tuple[list[str], dict[str, str] | None]] = {n: (ours[n], None) for n in names}
         if args.before:

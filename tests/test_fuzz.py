@@ -1,8 +1,8 @@
-"""Fuzzing the readers of hostile input: the image decoders and the checkpoint reader get mutated files, the same
-ones on every machine (a fixed seed and count: a failure is one to reproduce, not one a faster machine finds).
-Every case ends in an answer or a one-line refusal, within bounds of time and memory: never a traceback. Pictures
-are decoded as predict and serve decode them, in the bounded worker (decoding.py); a mutant that would cost more
-than its bound is one more one-line refusal.
+"""Fuzzing the readers of hostile input: the image decoders, the checkpoint reader and the run-folder reader get
+mutated files, the same ones on every machine (a fixed seed and count: a failure is one to reproduce, not one a
+faster machine finds). Every case ends in an answer or a one-line refusal, within bounds of time and memory: never
+a traceback. Pictures are decoded as predict and serve decode them, in the bounded worker (decoding.py); a mutant
+that would cost more than its bound is one more one-line refusal.
 MNIST_LITE_FUZZ_SCALE multiplies the counts (1 by default: 6 s for the images, 13 s for checkpoints)."""
 
 import io
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lite import checkpoints, decoding, images
+from mnist_lite import checkpoints, decoding, images, runs
 from mnist_lite.errors import UserError
 
 from helpers import EXAMPLES
@@ -99,3 +99,19 @@ def test_the_checkpoint_reader_answers_or_refuses_every_mutant(tiny_run: Path, t
         checkpoints.load_model(path)
 
     _fuzz([(tiny_run / "checkpoints" / "last.ckpt").read_bytes()], read, (UserError,), cases=5_000)
+
+
+def test_the_run_folder_reader_lists_every_mutant(tiny_run: Path, tmp_path: Path) -> None:
+    """A run folder's config.yaml and metrics.csv mutated: `runs` lists the run, its cells a value or unreadable."""
+    folder = tmp_path / "logs" / "version_0"
+    folder.mkdir(parents=True)
+    seeds = {name: (tiny_run / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
+    mutants = {name: _mutants([seed], random.Random(i)) for i, (name, seed) in enumerate(seeds.items())}
+
+    def read(data: bytes) -> None:
+        (folder / "config.yaml").write_bytes(next(mutants["config.yaml"]))
+        (folder / "metrics.csv").write_bytes(data)
+        (listed,) = runs.find_runs(tmp_path / "logs")
+        listed.cells()
+
+    _fuzz([seeds["metrics.csv"]], read, (), cases=2_000)
