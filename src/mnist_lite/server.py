@@ -42,6 +42,7 @@ from mnist_lite.network import Classifier
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_FILES = 16  # images per request
+REPLAY_CHUNK = 256 * 1024
 HEADER_TIMEOUT_S = 10  # a request's headers must arrive within this (slowloris)
 BODY_TIMEOUT_S = 30  # the whole body must arrive within this; a slow upload ties up nothing longer
 LOOPBACK_NAMES = {"localhost"}
@@ -286,8 +287,12 @@ def _from_data_url(body: bytes) -> bytes:
 
 
 async def _from_multipart(request: Request, body: bytes) -> tuple[list[tuple[str, bytes]], bool]:
-    async def replay() -> Message:  # Starlette's form parser reads the body already read and bounded above
-        return {"type": "http.request", "body": body, "more_body": False}
+    chunks = [body[i : i + REPLAY_CHUNK] for i in range(0, len(body), REPLAY_CHUNK)]
+
+    async def replay() -> Message:  # Starlette's form parser reads the body already read and bounded above,
+        await asyncio.sleep(0)  # a chunk at a time, so that the event loop answers others (/health) between them
+        chunk = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
     try:
         form = await Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=MAX_FILES)
