@@ -10,7 +10,7 @@ Column = Literal["started", "run", "configs", "parameters", "epochs", "val_acc",
 
 
 def runs(log_dir: str = str(run_folders.LOG_ROOT), sort: Column = "started") -> None:
-    """List the runs under a log folder: when, which configs, parameters, epochs, val_acc, test_acc, checkpoints.
+    """List the runs under a log folder: when, configs, parameters, epochs, val_acc, test_acc, checkpoints.
 
     Args:
         log_dir: the folder the runs were logged to.
