@@ -1,6 +1,7 @@
 """Runs that go wrong: interrupted runs resume exactly, runs repeat exactly, concurrent runs never collide,
 diverged runs stop, finished runs say so, and a full disk or a read-only folder fail clearly."""
 
+import shlex
 import signal
 import subprocess
 import sys
@@ -63,7 +64,10 @@ def test_stopped_run_resumes_to_the_same_weights(sig, uninterrupted: Path, data_
     code = process.wait(timeout=120)
     assert code == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     if sig == signal.SIGTERM:
-        assert "stopped by SIGTERM; continue with the same command and --ckpt_path last" in _text(process.stderr)
+        interrupted = "lightning_logs/version_0/checkpoints/interrupted.ckpt"
+        said = _text(process.stderr)
+        assert "mnist-lite: stopped by SIGTERM; saved step" in said and f"--ckpt_path {interrupted}" in said, said
+        assert _step(tmp_path / interrupted) >= _step(last(tmp_path / "lightning_logs" / "version_0"))
     stopped_at = _step(last(tmp_path / "lightning_logs" / "version_0"))  # loads: not half-written
     assert 0 < stopped_at < TOTAL_STEPS
 
@@ -72,6 +76,47 @@ def test_stopped_run_resumes_to_the_same_weights(sig, uninterrupted: Path, data_
     assert _step(final) == _step(uninterrupted) == TOTAL_STEPS
     # Bit-exact on the CPU: the same data order from the stopping batch on, and dropout's RNG restored.
     assert same_weights(weights(final), weights(uninterrupted))
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_step_and_prints_the_command_that_resumes_it(
+    uninterrupted: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    process = _fit_process(tmp_path, data_dir)
+    _wait_for_a_checkpoint(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
+    process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=120)
+    err = _text(process.stderr)
+    assert code == 128 + signal.SIGINT, err
+    assert "Detected KeyboardInterrupt" not in err and "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("mnist-lite: stopped by Ctrl-C")]
+    assert len(said) == 1, err
+    command = shlex.split(said[0].partition("resume with: ")[2])
+    assert command[:2] == ["mnist-lite", "fit"] and command[-2] == "--ckpt_path", said
+    saved = tmp_path / command[-1]
+    assert 0 < _step(saved) < TOTAL_STEPS and f"saved step {_step(saved)};" in said[0]
+    assert _step(saved) >= _step(last(tmp_path / "lightning_logs" / "version_0"))  # the step, not the last save
+
+    main_in(tmp_path, *command[1:])
+    final = last(tmp_path / "lightning_logs" / "version_1")
+    assert _step(final) == _step(uninterrupted) == TOTAL_STEPS
+    assert same_weights(weights(final), weights(uninterrupted))
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once(data_dir: Path, tmp_path: Path) -> None:
+    process = _fit_process(tmp_path, data_dir)
+    _wait_for_a_checkpoint(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.02)  # for the first to be taken: two signals at once are one
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == -signal.SIGINT, _text(process.stderr)
+
+
+def _wait_for_a_checkpoint(folder: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not list(folder.glob("last*.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def test_last_with_nothing_to_resume(in_tmp: Path, capsys) -> None:

@@ -5,6 +5,7 @@ heavy is imported here, so ``mnist-lite --help`` and a mistyped subcommand answe
 import difflib
 import gc
 import os
+import signal
 import sys
 from importlib import import_module
 from types import ModuleType
@@ -66,6 +67,9 @@ def main(args: list[str] | None = None) -> None:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit finds no pipe either
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C outside training (a fit's says what it saved: callbacks/interrupt.py)
+        print("mnist-lite: stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def _main(args: list[str] | None) -> None:

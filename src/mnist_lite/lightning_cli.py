@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from jsonargparse import DefaultHelpFormatter, Namespace, set_parsing_settings
@@ -26,7 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lite import __version__, checkpoints, config_limits, files, quiet, runs
-from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport, Requeued, RequeueOnSignal
+from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport, KeepOnStop, Requeued, RequeueOnSignal
 from mnist_lite.classifier import MNISTClassifier
 from mnist_lite.datamodule import MNISTDataModule
 from mnist_lite.errors import ConciseErrors, UserError, fail
@@ -351,10 +351,11 @@ def complete_srun_environment() -> None:
 def main(args: list[str], summaries: dict[str, str]) -> None:
     """``mnist-lite fit|validate|test|predict ARGS``: bad input is a line on stderr and a non-zero exit."""
     quiet.install()
+    keeper = KeepOnStop()
     try:
         complete_srun_environment()
         check_config_files(args)
-        build(args, summaries=summaries)
+        build(args, summaries=summaries, callbacks=[keeper])
     except UserError as e:
         fail(str(e))
     except MisconfigurationException as e:  # Lightning's word for a setting that cannot work here
@@ -368,10 +369,30 @@ def main(args: list[str], summaries: dict[str, str]) -> None:
         fail(f"cannot build {class_path}: {reason.strip()}{hint}")
     except Requeued:  # the callback has said what was saved; the requeued job resumes from it
         pass
-    except SIGTERMException:  # Lightning stops at the next batch; what was saved or written stays
-        hint = "continue with the same command and --ckpt_path last" if args[0] == "fit" else "what was written is kept"
-        print(f"mnist-lite: stopped by SIGTERM; {hint}.", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
+    except SIGTERMException:  # Lightning stops after the step in progress (SIGTERM, or Ctrl-C: KeepOnStop)
+        _stopped(args, keeper)
+    except SystemExit:  # Lightning's answer to a Ctrl-C before training, which KeepOnStop has seen
+        if keeper.signal is None:
+            raise
+        _stopped(args, keeper)
+    finally:
+        keeper.restore()
+
+
+def _stopped(args: list[str], keeper: KeepOnStop) -> NoReturn:
+    """One line: what stopped the command, and for a fit, the command that resumes it; then the shell's code."""
+    stop = keeper.signal or signal.SIGTERM
+    name = "Ctrl-C" if stop == signal.SIGINT else stop.name
+    if keeper.saved is not None:
+        again = [a for a, b in zip(args, ["", *args]) if not a.startswith("--ckpt_path") and b != "--ckpt_path"]
+        command = shlex.join(["mnist-lite", *again, "--ckpt_path", str(keeper.saved)])
+        hint = f"saved step {keeper.step}; resume with: {command}"
+    elif args[0] == "fit":
+        hint = "resume with the same command and --ckpt_path last" if keeper.step else "nothing was trained yet"
+    else:
+        hint = "what was written is kept"
+    print(f"mnist-lite: stopped by {name}; {hint}", file=sys.stderr)
+    sys.exit(128 + stop)
 
 
 def _misconfiguration(message: str) -> str:

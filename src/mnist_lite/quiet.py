@@ -21,6 +21,7 @@ _NOISE = {
         "`Trainer.fit` stopped: `max_",  # the run ends as configured; the CLI prints the checkpoints
         "`Trainer(limit_",  # "...was configured so 1 batch will be used": as the user wrote
         "-" * 100 + "\ndistributed_backend=",  # the process group's banner, under DDP
+        "\nDetected KeyboardInterrupt, attempting graceful shutdown",  # the CLI says what Ctrl-C stopped and kept
     ),
     ("lightning.fabric.utilities.seed",): ("Seed set to ",),  # the seed is in the config and config.yaml
     # SLURM's own lines: its requeue is this project's (callbacks/requeue.py), which says what it did

@@ -1,0 +1,67 @@
+"""Ctrl-C during fit keeps the work: the step in progress ends, a checkpoint of it is saved, and the command that
+resumes it is printed (lightning_cli.main)."""
+
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class KeepOnStop(Callback):
+    """The first Ctrl-C (SIGINT) while training takes SIGTERM's path: Lightning ends the step in progress and stops
+    with ``SIGTERMException``. On that exception, for either signal, ``interrupted.ckpt`` is saved beside the run's
+    other checkpoints, at a step boundary, so that resuming from it reaches the weights of a run never stopped
+    (tests/test_reliability.py). A second Ctrl-C stops the process at once. Any other exception (a diverged run, a
+    full disk) saves nothing: those weights are not worth resuming.
+
+    Lightning's ``OnExceptionCheckpoint`` does the same save, but its presence also turns every fit without
+    ``--ckpt_path`` into a resume from "last", with two warnings, and its path is needed before the run's folder is.
+    """
+
+    FILENAME = "interrupted.ckpt"
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None  # what stopped the run, if a signal did
+        self.saved: Path | None = None
+        self.step: int | None = None  # the step a signal stopped training at
+        self._previous: Any = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After Lightning has set its SIGTERM handler (Trainer._run registers it after the setup hooks).
+        self._previous = signal.signal(signal.SIGINT, self._interrupt)
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signal.SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the second Ctrl-C ends the process where it is
+        sigterm = signal.getsignal(signal.SIGTERM)
+        if not callable(sigterm):
+            raise KeyboardInterrupt
+        sigterm(signum, frame)  # Lightning's: stop after this step, on every process
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):  # a Ctrl-C before training started: nothing to keep
+            self.signal = signal.SIGINT
+        if not isinstance(exception, SIGTERMException):
+            return
+        self.signal = self.signal or signal.SIGTERM
+        self.step = trainer.global_step
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or trainer.global_step == 0:
+            return
+        checkpoint = trainer.checkpoint_callback
+        folder = checkpoint.dirpath if checkpoint is not None and checkpoint.dirpath else trainer.default_root_dir
+        path = Path(folder) / self.FILENAME
+        trainer.save_checkpoint(path, weights_only=False)
+        self.saved = path
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Ctrl-C as it was before training."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
