@@ -60,13 +60,14 @@ def load(module: str) -> ModuleType:
 
 def main(args: list[str] | None = None) -> None:
     """Run ``mnist-lite`` with ``args`` (default: the command line). A reader that stops reading early
-    (``mnist-lite runs | head -2``) ends the command quietly, as it ends ``ls``."""
+    (``mnist-lite runs | head -2``) ends the command quietly, with the status a shell gives a command that SIGPIPE
+    stopped (141), as it ends ``ls``."""
     try:
         _main(args)
         sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit finds no pipe either
-        sys.exit(1)
+        sys.exit(128 + signal.SIGPIPE)
     except KeyboardInterrupt:  # Ctrl-C outside training (a fit's says what it saved: callbacks/interrupt.py)
         print("mnist-lite: stopped by Ctrl-C", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)

@@ -2,7 +2,7 @@
 
 import re
 import sys
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 
 class UserError(Exception):
@@ -24,6 +24,12 @@ class ConciseErrors:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)  # --trainer.max_epoch is a typo, not max_epochs
         super().__init__(*args, **kwargs)
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        """argparse drops an OSError here: ``mnist-lite fit --help | head -2`` would end 0, and every other command
+        ends 141 on a closed pipe (cli.main)."""
+        if message:
+            (file or sys.stderr).write(message)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
