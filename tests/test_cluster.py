@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import NO_CLUSTER, ROOT
+from helpers import NO_CLUSTER, ROOT, cluster_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
 
@@ -20,6 +20,7 @@ def _system_clusters() -> str:
 
 
 def test_the_cluster_leaves_other_daemons_config_files_and_databases_alone(tmp_path: Path) -> None:
+    cluster_env("SLURM")  # opted in (bash .ci/run --cluster, or CI): starting daemons is for those runs only
     if os.geteuid() != 0 or not shutil.which("unshare") or not Path("/etc/slurm").is_dir():
         if os.environ.get("CI"):
             pytest.fail("CI runs as root with SLURM installed: this test must run there")
