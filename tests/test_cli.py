@@ -230,6 +230,45 @@ def test_an_option_typo_is_not_taken_as_a_prefix(in_tmp: Path, capsys) -> None:
     assert "trainer.max_epoch" in err
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            ["--model.net.init_args.chanels=[8,16]"],
+            "error: model.net.init_args.chanels is not a parameter of mnist_lite.network.CompactCNN; "
+            "did you mean 'channels' (tuple[int, int])?",
+        ),
+        (
+            "model:\n  net:\n    init_args:\n      hiden: 48\n",
+            "error: model.net.init_args.hiden is not a parameter of mnist_lite.network.CompactCNN; "
+            "did you mean 'hidden' (int)?",
+        ),
+        (["--model.net.init_args.hidden=abc"], "error: model.net.init_args.hidden: 'abc' is not an int."),
+        (
+            "model:\n  net:\n    init_args:\n      hidden: lots\n",
+            "error: model.net.init_args.hidden: 'lots' is not an int.",
+        ),
+        (["--trainer.max_epoch=2"], "error: trainer.max_epoch is not an option; did you mean 'trainer.max_epochs'?"),
+        ("trainer:\n  max_epoch: 2\n", "error: trainer.max_epoch is not an option; did you mean 'trainer.max_epochs'?"),
+        (
+            ["--model.optimizer.init_args.lrr=0.1"],
+            "error: model.optimizer.init_args.lrr is not a parameter of torch.optim.AdamW; did you mean 'lr' (float",
+        ),
+        (["--data.batch_size=abc"], "error: data.batch_size: 'abc' is not a PositiveInt."),
+    ],
+    ids=["cli-unknown", "yaml-unknown", "cli-type", "yaml-type", "cli-top", "yaml-top", "cli-optimizer", "cli-int"],
+)
+def test_a_bad_key_is_named_in_full_with_the_nearest_name_or_its_value_and_type(
+    given: list[str] | str, expected: str, in_tmp: Path, capsys
+) -> None:
+    """What people edit most, under init_args or at the top, on the command line or in YAML: the full key, the
+    nearest valid name (with its type) or the value as written and the type expected; never an internal repr."""
+    args = given if isinstance(given, list) else ["--config", str(_write(in_tmp / "bad.yaml", given))]
+    err = fails(["fit", "--config", str(CPU), *args], capsys)
+    assert expected in err, err
+    assert not re.search(r"NestedArg|Namespace\(|\{'init_args'|Parser key|class_path '", err), err
+
+
 def test_defaults_without_a_config_train_one_epoch(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["fit", "--print_config"])
@@ -245,8 +284,8 @@ def _write(path: Path, text: str) -> Path:
     ("config", "expected"),
     [
         (None, "File does not exist"),
-        ("model:\n  bogus: 1\n", "does not accept option 'model.bogus'"),
-        ("data:\n  batch_size: abc\n", 'key "data.batch_size"'),
+        ("model:\n  bogus: 1\n", "model.bogus is not an option; it takes net, "),
+        ("data:\n  batch_size: abc\n", "data.batch_size: 'abc' is not a PositiveInt."),
         ("data:\n  batch_size: 0\n", "0 does not conform to restriction v>0"),
         ("data:\n  val_size: 60000\n", "val_size=60000 leaves no training images"),
         ("model:\n  optimizer:\n    class_path: builtins.print\n", "builtins.print is not an optimizer"),
@@ -256,7 +295,7 @@ def _write(path: Path, text: str) -> Path:
         ),
         (
             "model:\n  optimizer:\n    class_path: torch.optim.SGD\n    init_args: {lr: 0.1, betas: [0.9, 0.99]}\n",
-            "model.optimizer: 'betas' is not a parameter of torch.optim.SGD; init_args take its parameters.",
+            "model.optimizer.init_args.betas is not a parameter of torch.optim.SGD; it takes lr, momentum, ",
         ),
     ],
     ids=[

@@ -1,5 +1,7 @@
 """Bad input, said in a line or two: ``UserError``, and the short form of jsonargparse's parse errors."""
 
+import difflib
+import inspect
 import re
 import sys
 from typing import IO, Any, NoReturn
@@ -34,8 +36,10 @@ class ConciseErrors:
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)  # type: ignore[misc]  # raises argparse.ArgumentError
-        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
-        sys.stderr.write(f"{prog}: error: {concise(message)}\nSee '{prog} --help' for the accepted options.\n")
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        options = [a.dest for a in getattr(parser, "_actions", ()) if "." in a.dest]
+        sys.stderr.write(f"{prog}: error: {concise(message, options)}\nSee '{prog} --help' for the accepted options.\n")
         sys.exit(2)
 
 
@@ -43,45 +47,80 @@ class ConciseErrors:
 UNCHOSEN = {"typing.Union", "torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"}
 
 
-def concise(message: str) -> str:
-    """jsonargparse explains a value that fits no type of a union by listing every type's complaint, in its own
-    notation; the line that says what is wrong, in the user's words, is the one to show."""
+def concise(message: str, options: list[str] | None = None) -> str:
+    """jsonargparse's message in a line: the full key, then what is wrong with it in the user's words. For a key that
+    is not there, the nearest name (or the names) there are: a class's parameters, or the parser's ``options``.
+
+    jsonargparse explains a value that fits no type of a union by listing every type's complaint, each class's
+    parser nested in its own: its ``Parser key`` names give the key, and the innermost complaint says what is wrong.
+    """
     keys = re.findall(r'[Pp]arser key "([^"]+)"', message)
-    key = ".init_args.".join(keys)  # a class's own option is nested: model.optimizer, then lr
-    prefix = f"{key}: " if key else ""
+    classes = re.findall(r"class_path[ =]'([^']+)'", message)
     denied = re.search(r"Importing '([^']+)' is not allowed, denied by the '([^']+)' entry", message)
+    unknown = re.search(
+        r"Option '(\w+)' is not accepted|does not accept option '([\w.]+)'|unrecognized arguments: -*([\w.]+)", message
+    )
+    kinds = [a or b for a, b in re.findall(r"Expected a <class '(\w+)'>|Not of type (\w+)", message)]
+    literal = re.search(r"invalid literal for \w+\(\) with base \d+: '(.*)'", message)
+    given: list[str] = re.findall(r"(?:Got|Given) value: (.*?)(?:\. Got value: .*)?$", message, re.M)
+    values = (
+        [literal.group(1)] if literal else [v for v in given if not v.startswith(("NestedArg(", "Namespace(", "{"))]
+    )
+    if unknown and classes:  # a class's parameter
+        name, class_path = unknown.group(1) or "", classes[-1]
+        key = f"{'.init_args.'.join(keys)}.init_args.{name}"
+        if class_path in UNCHOSEN:  # init_args given, but no class chosen to take them
+            return (
+                f"{key} is given, but no class is chosen: name one with class_path, or put this config after one "
+                "that does (as --config configs/cpu.yaml --config configs/gpu.yaml)."
+            )
+        return f"{key} is not a parameter of {class_path}; {_nearest(name, _parameters(class_path))}"
+    if unknown:
+        key = unknown.group(2) or unknown.group(3)
+        parent, _, name = key.rpartition(".")
+        names = {o.rpartition(".")[2]: "" for o in options or () if o.rpartition(".")[0] == parent}
+        return f"{key} is not an option; {_nearest(name, names, f'{parent}.')}" if names else f"{key} is not an option."
+    prefix = f"{'.init_args.'.join(keys)}: " if keys else ""
     if denied:
         path, entry = denied.groups()
         return f"{prefix}importing {path!r} is not allowed (the {entry!r} entry of the import-path denylist)."
-    types = [t for t in re.findall(r"Expected a <class '(\w+)'>", message) if t != "NoneType"]
-    given = re.search(r"Given value: (.*?)(?:\. Got value:|\n|$)", message)
-    if types and given and (len(keys) > 1 or "expects a function" not in message):
-        kinds = " or ".join(f"{'an' if t[0] in 'aeiou' else 'a'} {t}" for t in dict.fromkeys(types))
-        return f"{prefix}{given.group(1)!r} is not {kinds}."
-    problem = re.search(
-        r"expects a function or a callable class: (.+?)\.*\s*Got value: .*?class_path='([^']+)'", message
-    )
-    if problem:
-        reason, class_path = problem.groups()
-        option = re.fullmatch(r"Option '(\w+)' is not accepted", reason)
-        if option and class_path in UNCHOSEN:  # init_args given, but no class chosen to take them
-            return (
-                f"{prefix}{option.group(1)!r} is given, but no class is chosen: name one with class_path, or put this "
-                "config after one that does (as --config configs/cpu.yaml --config configs/gpu.yaml)."
-            )
-        if option:
-            return f"{prefix}{option.group(1)!r} is not a parameter of {class_path}; init_args take its parameters."
-        return f"{prefix}{reason}."
+    kinds = [k for k in dict.fromkeys(kinds) if k != "NoneType"]
+    if kinds and values and keys:
+        return f"{prefix}{values[0]!r} is not {' or '.join(f'{_article(k)} {k}' for k in kinds)}."
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    if len(lines) <= 2:
-        return " ".join(lines)
-    specific = [
-        line
-        for line in lines
-        if "does not accept" in line
-        or "is not expected" in line
-        or "Problem with given class_path" in line
-        or "not allowed" in line
-        or "has no attribute" in line
-    ]
-    return f"{lines[0]} {specific[-1] if specific else lines[-1]}"
+    specific = [line for line in lines[1:] if re.search(r"not allowed|has no attribute|is not expected|subclass", line)]
+    return " ".join(lines) if len(lines) <= 2 else f"{lines[0]} {specific[-1] if specific else lines[-1]}"
+
+
+def _parameters(class_path: str) -> dict[str, str]:
+    """A class's parameters and their types, as its signature says; the class is imported already (the parser
+    did, to check the value)."""
+    module, _, name = class_path.rpartition(".")
+    found = getattr(sys.modules.get(module), name, None)
+    try:
+        signature = inspect.signature(found) if found is not None else None
+    except (TypeError, ValueError):
+        signature = None
+    if signature is None:
+        return {}
+    plain = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {
+        p.name: "" if p.annotation is p.empty else inspect.formatannotation(p.annotation)
+        for p in signature.parameters.values()
+        if p.kind not in plain and p.name != "params"  # an optimizer's params are the model's, not the config's
+    }
+
+
+def _nearest(name: str, names: dict[str, str], parent: str = "") -> str:
+    """``did you mean 'channels' (list[int])?``, or the names there are."""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        typed = f" ({names[close[0]]})" if names[close[0]] else ""
+        return f"did you mean '{parent}{close[0]}'{typed}?"
+    if len(names) > 12:
+        return f"none of its {len(names)} names is close (--help lists them)."
+    return f"it takes {', '.join(names)}." if names else "it takes none."
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiouAEIOU" else "a"
