@@ -38,7 +38,11 @@ class ConciseErrors:
             super().error(message, ex)  # type: ignore[misc]  # raises argparse.ArgumentError
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
-        options = [a.dest for a in getattr(parser, "_actions", ()) if "." in a.dest]
+        try:  # the dotted keys it takes, for "did you mean"
+            keys = parser.get_defaults().keys()  # type: ignore[union-attr]  # a jsonargparse parser's, dotted
+            options = [key for key in keys if "." in key]
+        except Exception:  # a default that cannot be built: no suggestion, the message still stands
+            options = []
         sys.stderr.write(f"{prog}: error: {concise(message, options)}\nSee '{prog} --help' for the accepted options.\n")
         sys.exit(2)
 
