@@ -136,7 +136,7 @@ def test_augment_command_writes_a_png(in_tmp: Path, data_dir: Path, capsys) -> N
     [
         (["--index", "60000"], "--index 60000 is out of range"),
         (["--index", "-1"], "-1 does not conform to restriction v>=0"),
-        (["--index", "two"], "Not of type NonNegativeInt"),
+        (["--index", "two"], "index: 'two' is not a NonNegativeInt"),
         (["--names", "affine", "zoom"], "unknown augmentation 'zoom'"),
     ],
     ids=["out-of-range", "negative", "not-a-number", "unknown-name"],

@@ -159,7 +159,8 @@ class MNISTClassifier(LightningModule):
         self.train_totals.zero_()
         if seen:  # nothing when every step of the epoch was skipped; already summed over the processes
             self.log_dict({"train_loss_epoch": loss_sum / seen, "train_acc_epoch": correct / seen}, sync_dist=True)
-        self.log("parameters", float(sum(p.numel() for p in self.net.parameters())))  # a column of mnist-lite runs
+        parameters = float(sum(p.numel() for p in self.net.parameters()))  # a column of mnist-lite runs
+        self.log("parameters", parameters, sync_dist=True)  # the same on every process
 
     def on_validation_epoch_end(self) -> None:
         loss = self._metric("val_loss").compute().item()

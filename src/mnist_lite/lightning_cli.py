@@ -382,6 +382,8 @@ def main(args: list[str], summaries: dict[str, str]) -> None:
 def _stopped(args: list[str], keeper: KeepOnStop) -> NoReturn:
     """One line: what stopped the command, and for a fit, the command that resumes it; then the shell's code."""
     stop = keeper.signal or signal.SIGTERM
+    if stop == signal.SIGINT:  # Lightning's teardown put Python's handler back: a second Ctrl-C ends it at once
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     name = "Ctrl-C" if stop == signal.SIGINT else stop.name
     if keeper.saved is not None:
         again = [a for a, b in zip(args, ["", *args]) if not a.startswith("--ckpt_path") and b != "--ckpt_path"]

@@ -61,7 +61,7 @@ class KeepOnStop(Callback):
         self.restore()
 
     def restore(self) -> None:
-        """Ctrl-C as it was before training."""
-        if self._previous is not None:
+        """Ctrl-C as it was before training, unless one was taken: then a second still ends the process at once."""
+        if self._previous is not None and self.signal != signal.SIGINT:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
