@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lite import data_source, files, images
+from mnist_lite import data_source, decoding, files, images
 from mnist_lite.callbacks import CSVPredictionWriter
 from mnist_lite.cli import main
 from mnist_lite.images import DigitFiles, read_image, to_mnist
@@ -478,3 +478,19 @@ def test_a_folder_nested_1500_deep_is_walked_without_recursion(tmp_path: Path) -
         while deepest != tmp_path:
             deepest.rmdir()
             deepest = deepest.parent
+
+
+def _sixteen_bit_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(0, 65_536, 64, dtype=np.uint16).reshape(32, 32)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_worker_answers_the_pixels_an_in_process_decode_gives() -> None:
+    """The raw-pixel protocol loses nothing: each picture, through the worker, is what decoding it here gives."""
+    pictures = [p.read_bytes() for p in sorted(EXAMPLES.iterdir()) if p.suffix in (".png", ".jpg", ".bmp", ".tiff")]
+    pictures.append(_sixteen_bit_png())  # float32 pixels, not uint8
+    for data, answer in zip(pictures, decoding.decode(pictures), strict=True):
+        expected = decoding.pixels_of(data)
+        assert isinstance(answer, np.ndarray) and answer.dtype == expected.dtype
+        assert np.array_equal(answer, expected)
