@@ -160,7 +160,7 @@ def _hostile(scale: float) -> dict[str, bytes]:
     size = int(60_000_000 * scale)
     return {
         "jpeg_app1_markers.jpg": t._jpeg_of_empty_markers(0xE1, size),
-        "tiff_strip_per_row.tif": t._tiff_of_a_strip_per_row(size // 9),
+        "tiff_strip_per_row.tif": t.tiff_of_a_strip_per_row(size // 9),
         "jpeg_com_markers.jpg": t._jpeg_of_empty_markers(0xFE, size),
         "bmp_rle8_empty_pairs.bmp": t._bmp_of_empty_rle8_pairs(size),
         "png_text_chunks.png": t._png_of_text_chunks(size // 14),

@@ -22,7 +22,7 @@ from mnist_lite.callbacks import CSVPredictionWriter
 from mnist_lite.cli import main
 from mnist_lite.images import DigitFiles, read_image, to_mnist
 
-from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args, run_folder
+from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args, run_folder, tiff_of_a_strip_per_row
 
 
 def _expected(row: dict[str, str]) -> int:
@@ -358,16 +358,6 @@ def _jpeg_of_empty_markers(marker: int, size: int) -> bytes:
     return jpeg[:2] + bytes([0xFF, marker, 0, 2]) * (size // 4) + jpeg[2:]
 
 
-def _tiff_of_a_strip_per_row(rows: int) -> bytes:
-    """A 1 x ``rows`` greyscale TIFF with one strip per row: a decoder call and two table entries each."""
-    tags = [(256, 4, 1, 1), (257, 4, 1, rows), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (277, 3, 1, 1)]
-    offsets_at = 8 + 2 + 12 * 9 + 4
-    tags += [(273, 4, rows, offsets_at), (278, 4, 1, 1), (279, 4, rows, offsets_at + 4 * rows)]
-    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in sorted(tags)) + bytes(4)
-    offsets = np.arange(offsets_at + 8 * rows, offsets_at + 9 * rows, dtype="<u4").tobytes()
-    return b"II*\0" + struct.pack("<I", 8) + ifd + offsets + np.ones(rows, "<u4").tobytes() + b"\x80" * rows
-
-
 def _bmp_of_empty_rle8_pairs(size: int) -> bytes:
     """A 4x4 RLE8 BMP whose pixel data is ``size`` bytes of end-of-line pairs, none of which adds a pixel."""
     pixels = b"\0\0" * (size // 2) + b"\0\1"
@@ -391,7 +381,7 @@ def _png_of_text_chunks(count: int) -> bytes:
 # on 7611627, and each far over the tight bound below.
 COSTLY = {
     "app1_markers.jpg": lambda: _jpeg_of_empty_markers(0xE1, 6_000_000),
-    "tiff_strip_per_row.tif": lambda: _tiff_of_a_strip_per_row(600_000),
+    "tiff_strip_per_row.tif": lambda: tiff_of_a_strip_per_row(600_000),
     "com_markers.jpg": lambda: _jpeg_of_empty_markers(0xFE, 6_000_000),
     "rle8_empty_pairs.bmp": lambda: _bmp_of_empty_rle8_pairs(6_000_000),
     "text_chunks.png": lambda: _png_of_text_chunks(400_000),
@@ -454,7 +444,7 @@ def test_predict_writes_a_refused_row_for_a_costly_picture_and_goes_on(
 ) -> None:
     folder = in_tmp / "costly"
     folder.mkdir()
-    (folder / "strips.tif").write_bytes(_tiff_of_a_strip_per_row(600_000))
+    (folder / "strips.tif").write_bytes(tiff_of_a_strip_per_row(600_000))
     (folder / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
     main(predict_args(tiny_checkpoint, str(folder), "--predictions.output=out.csv"))
     assert "1 image predicted, 1 could not be read" in capsys.readouterr().out

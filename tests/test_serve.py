@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from PIL import Image
 from mnist_lite import checkpoints, server
 from mnist_lite.cli import main
 
-from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args
+from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args, tiff_of_a_strip_per_row
 
 PICTURES = sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".bmp", ".tiff"})
 
@@ -282,16 +281,6 @@ def test_json_that_costs_too_much_to_read_is_a_400(client: TestClient, body: byt
     assert answer.status_code == 400 and "the body is not JSON this API reads" in answer.json()["error"]
 
 
-def _tiff_of_a_strip_per_row(rows: int) -> bytes:
-    """A 1 x ``rows`` greyscale TIFF with one strip per row: 3 s and 200 MB to decode 600,000 rows in 7611627."""
-    tags = [(256, 4, 1, 1), (257, 4, 1, rows), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (277, 3, 1, 1)]
-    offsets_at = 8 + 2 + 12 * 9 + 4
-    tags += [(273, 4, rows, offsets_at), (278, 4, 1, 1), (279, 4, rows, offsets_at + 4 * rows)]
-    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in sorted(tags)) + bytes(4)
-    offsets = np.arange(offsets_at + 8 * rows, offsets_at + 9 * rows, dtype="<u4").tobytes()
-    return b"II*\0" + struct.pack("<I", 8) + ifd + offsets + np.ones(rows, "<u4").tobytes() + b"\x80" * rows
-
-
 def test_a_picture_over_the_decoding_bound_is_a_413_and_health_answers_meanwhile(
     model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,7 +290,7 @@ def test_a_picture_over_the_decoding_bound_is_a_413_and_health_answers_meanwhile
     reset = getattr(sys.modules.get("mnist_lite.decoding"), "reset", lambda: None)
     reset()
     app = server.create_app(model, "x.ckpt", max_upload_bytes=8 * 2**20)
-    costly = {"file": ("strips.tif", _tiff_of_a_strip_per_row(600_000))}
+    costly = {"file": ("strips.tif", tiff_of_a_strip_per_row(600_000))}
     waits: list[float] = []
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         client.post("/predict", files={"file": ("seven.png", (EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())})
