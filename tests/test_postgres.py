@@ -70,7 +70,8 @@ def test_a_worker_killed_mid_trial_is_marked_failed_and_the_study_goes_on(
     database: str, data_dir: Path, tmp_path: Path
 ) -> None:
     study = f"killed-{os.getpid()}-{time.monotonic_ns()}"
-    worker = _worker(_machine(tmp_path, "a", data_dir, steps=150), database, study, 1)
+    # Trials long enough to be killed mid-way on a fast machine (150 steps once ended before the kill).
+    worker = _worker(_machine(tmp_path, "a", data_dir, steps=1000), database, study, 1)
     deadline = time.monotonic() + 120
     while not any(s == "RUNNING" for s in _try_states(database, study).values()):
         assert worker.poll() is None and time.monotonic() < deadline, worker.stderr.read() if worker.stderr else ""
@@ -80,7 +81,7 @@ def test_a_worker_killed_mid_trial_is_marked_failed_and_the_study_goes_on(
     worker.wait()
     assert _states(database, study) == {0: "RUNNING"}  # what a dead process leaves behind
     time.sleep(GRACE_S + 1)
-    main_in(_machine(tmp_path, "b", data_dir, steps=150), *_sweep(database, study, 1))  # in-process: no signal to send
+    main_in(_machine(tmp_path, "b", data_dir, steps=1000), *_sweep(database, study, 1))  # in-process: no signal to send
     assert _states(database, study) == {0: "FAIL", 1: "COMPLETE"}
     optuna.delete_study(study_name=study, storage=database)
 
