@@ -9,8 +9,8 @@
 
 import torch
 
-from mnist_lite.augmentations import warp
-from mnist_lite.data_source import to_unit_range
+from mnist_lite.training.augmentations import warp
+from mnist_lite.training.data_source import to_unit_range
 
 from common import CPU, ROOT, arguments, build, median, parse_with_fit_options, quiet, recorded, timed
 

@@ -45,7 +45,7 @@ QUIET = [
 
 def prepared_workdir(prefix: str) -> Path:
     """A new temporary folder holding the extracted MNIST under data/, for commands run as subprocesses."""
-    from mnist_lite import data_source  # imports torch: only the benchmarks that need it pay for it
+    from mnist_lite.training import data_source  # imports torch: only the benchmarks that need it pay for it
 
     workdir = scratch(prefix)
     data_source.prepare(workdir / "data")
@@ -67,9 +67,9 @@ def pseudo_terminal() -> Iterator[int]:
 
 
 def quiet() -> None:
-    """The command's own filters for Lightning's chatter (mnist_lite.quiet), and no warnings: a benchmark's
+    """The command's own filters for Lightning's chatter (mnist_lite.training.quiet), and no warnings: a benchmark's
     output is its tables."""
-    from mnist_lite import quiet as filters
+    from mnist_lite.training import quiet as filters
 
     filters.install()
     warnings.filterwarnings("ignore")
@@ -77,7 +77,7 @@ def quiet() -> None:
 
 def build(*args: str):
     """The trainer, model and DataModule that `mnist-lite fit` would build from these arguments."""
-    from mnist_lite.lightning_cli import build as build_cli
+    from mnist_lite.training.cli import build as build_cli
 
     built = build_cli([*args, *QUIET], run=False)
     return built.trainer, built.model, built.datamodule

@@ -26,15 +26,15 @@ import urllib.request
 import torch
 from PIL import Image
 
-from mnist_lite import data_source
-from mnist_lite.checkpoints import load_model
-from mnist_lite.data_source import to_unit_range
+from mnist_lite.boundaries.checkpoints import load_model
+from mnist_lite.training import data_source
+from mnist_lite.training.data_source import to_unit_range
 
 from common import CPU, ROOT, arguments, build, parse_with_fit_options, quiet, recorded, scratch, timed
 
 READ_FOLDER = """
 import sys, time
-from mnist_lite.images import DigitFiles
+from mnist_lite.boundaries.images import DigitFiles
 files = DigitFiles(sys.argv[1])
 start = time.perf_counter()
 for first in range(0, len(files), 1000):
@@ -45,8 +45,8 @@ print(time.perf_counter() - start)
 # over what it had before, and its children's (the decoding worker's) peak, in MB.
 ONE_PICTURE = """
 import resource, sys, time
-from mnist_lite import decoding
-from mnist_lite.images import DigitFiles
+from mnist_lite.boundaries import decoding
+from mnist_lite.boundaries.images import DigitFiles
 files = DigitFiles(sys.argv[1])
 files.__getitems__([0])  # the worker started, on an ordinary picture
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

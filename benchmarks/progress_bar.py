@@ -16,7 +16,7 @@ import time
 
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-from mnist_lite.lightning_cli import PROGRESS_REFRESH_STEPS, build
+from mnist_lite.training.cli import PROGRESS_REFRESH_STEPS, build
 
 from common import CPU, SCRATCH, arguments, median, parse_with_fit_options, pseudo_terminal, quiet, recorded, timed
 

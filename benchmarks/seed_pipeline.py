@@ -13,8 +13,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from mnist_lite import data_source
 from mnist_lite.network import CompactCNN
+from mnist_lite.training import data_source
 
 
 def main() -> None:

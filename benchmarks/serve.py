@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from mnist_lite import server
-from mnist_lite.checkpoints import load_model
+from mnist_lite.boundaries.checkpoints import load_model
+from mnist_lite.serving import app as server
 
 from common import arguments, quiet, recorded, scratch
 

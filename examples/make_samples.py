@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from mnist_lite import data_source
+from mnist_lite.training import data_source
 
 OUT = Path(__file__).parent / "digits"
 

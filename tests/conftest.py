@@ -27,7 +27,7 @@ def _clean_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled MNIST extracted once per session; tests that damage files copy it first."""
-    from mnist_lite import data_source  # torch: not at the top (helpers.py says why)
+    from mnist_lite.training import data_source  # torch: not at the top (helpers.py says why)
 
     return once(tmp_path_factory, "data", data_source.prepare)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lite import data_source
-from mnist_lite.checkpoints import load_model
+from mnist_lite.boundaries.checkpoints import load_model
 from mnist_lite.cli import main
+from mnist_lite.training import data_source
 
 # configs/cpu.yaml is promised to reach this in one epoch; the seed promised 95%.
 MIN_ACCURACY = 0.98

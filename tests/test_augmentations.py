@@ -7,12 +7,12 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from mnist_lite import data_source, figures
-from mnist_lite.augmentations import REGISTRY, TrainingAugmentation, mean_abs_difference
 from mnist_lite.cli import main
-from mnist_lite.data_source import to_unit_range
-from mnist_lite.datamodule import MNISTDataModule
 from mnist_lite.errors import UserError
+from mnist_lite.training import data_source, figures
+from mnist_lite.training.augmentations import REGISTRY, TrainingAugmentation, mean_abs_difference
+from mnist_lite.training.data_source import to_unit_range
+from mnist_lite.training.datamodule import MNISTDataModule
 
 from helpers import CPU, TINY, fails, fit_args
 

@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from mnist_lite import __version__, commands
 from mnist_lite.cli import SUBCOMMANDS, TRAINER_SUBCOMMANDS, main
-from mnist_lite.lightning_cli import PROGRESS_REFRESH_STEPS, MnistLiteCLI, build
+from mnist_lite.training.cli import PROGRESS_REFRESH_STEPS, MnistLiteCLI, build
 
 from helpers import CPU, EXAMPLES, TINY, fails, fit_args, free_port, glued_lines, run_cli
 

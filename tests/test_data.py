@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lite import data_source
-from mnist_lite.classifier import MNISTClassifier
-from mnist_lite.data_source import to_unit_range
-from mnist_lite.datamodule import InMemoryDigits, MNISTDataModule, split_indices
 from mnist_lite.errors import UserError
+from mnist_lite.training import data_source
+from mnist_lite.training.data_source import to_unit_range
+from mnist_lite.training.datamodule import InMemoryDigits, MNISTDataModule, split_indices
+from mnist_lite.training.module import MNISTClassifier
 
 from helpers import read_only
 

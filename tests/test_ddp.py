@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lite.data_source import to_unit_range
-from mnist_lite.datamodule import EpochShuffler, InMemoryDigits, MNISTDataModule
+from mnist_lite.training.data_source import to_unit_range
+from mnist_lite.training.datamodule import EpochShuffler, InMemoryDigits, MNISTDataModule
 
 from helpers import (
     CPU,

@@ -10,10 +10,10 @@ import onnxruntime
 import pytest
 import torch
 
-from mnist_lite import data_source
-from mnist_lite.checkpoints import load_model
+from mnist_lite.boundaries.checkpoints import load_model
 from mnist_lite.cli import main
 from mnist_lite.network import CompactCNN
+from mnist_lite.training import data_source
 
 from helpers import SEED_NET, fails, on_full_disk, read_only
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lite import checkpoints, decoding, images, runs
+from mnist_lite.boundaries import checkpoints, decoding, images
+from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.errors import UserError
 
 from helpers import EXAMPLES

@@ -7,9 +7,9 @@ import torch
 from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from mnist_lite.checkpoints import load_model
-from mnist_lite.classifier import MNISTClassifier
-from mnist_lite.datamodule import MNISTDataModule
+from mnist_lite.boundaries.checkpoints import load_model
+from mnist_lite.training.datamodule import MNISTDataModule
+from mnist_lite.training.module import MNISTClassifier
 
 MB = 2**20
 

@@ -68,7 +68,7 @@ BUDGETS = {
 
 @pytest.mark.parametrize("config", list(BUDGETS))
 def test_each_shipped_config_keeps_its_parameter_and_epoch_budget(config: str) -> None:
-    from mnist_lite.lightning_cli import build  # Lightning: only this test needs it
+    from mnist_lite.training.cli import build  # Lightning: only this test needs it
 
     built = build(["--config", str(CPU), "--config", str(ROOT / "configs" / config)], run=False)
     parameters, epochs = BUDGETS[config]

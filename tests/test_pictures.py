@@ -50,7 +50,7 @@ def test_curves_plots_a_runs_metrics(data_dir: Path, in_tmp: Path, capsys) -> No
 
 
 def test_curves_draw_lines_within_one_epoch_and_say_what_the_loss_includes() -> None:
-    from mnist_lite import figures
+    from mnist_lite.training import figures
 
     rows = [{"step": str(s), "train_loss": "0.5", "train_acc": "0.9"} for s in range(49, 860, 50)]
     rows.append(
@@ -81,7 +81,7 @@ def test_importing_the_package_leaves_matplotlibs_backend_alone() -> None:
         "for module in pkgutil.walk_packages(mnist_lite.__path__, 'mnist_lite.'):\n"
         "    if module.name != 'mnist_lite.__main__':  # that one runs the command\n"
         "        importlib.import_module(module.name)\n"
-        "import mnist_lite.figures, mnist_lite.commands.curves\n"
+        "import mnist_lite.training.figures, mnist_lite.commands.curves\n"
         "print(matplotlib.get_backend())\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

@@ -17,10 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lite import data_source, decoding, files, images
-from mnist_lite.callbacks import CSVPredictionWriter
+from mnist_lite.boundaries import decoding, files, images
+from mnist_lite.boundaries.images import DigitFiles, read_image, to_mnist
 from mnist_lite.cli import main
-from mnist_lite.images import DigitFiles, read_image, to_mnist
+from mnist_lite.training import data_source
+from mnist_lite.training.callbacks import CSVPredictionWriter
 
 from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args, run_folder, tiff_of_a_strip_per_row
 
@@ -393,7 +394,7 @@ OVER_THE_BOUND = "refused: over the time/memory bound"
 def tight_bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Pictures get 0.25 s of CPU (the worker may be stopped from 0.375 s on) instead of 2: the tests stay fast."""
     monkeypatch.setenv("MNIST_LITE_DECODE_SECONDS", "0.25")
-    reset: Callable[[], None] = getattr(sys.modules.get("mnist_lite.decoding"), "reset", lambda: None)
+    reset: Callable[[], None] = getattr(sys.modules.get("mnist_lite.boundaries.decoding"), "reset", lambda: None)
     reset()  # a worker started under the usual bound is replaced
     yield
     reset()
@@ -415,7 +416,7 @@ def test_a_picture_that_costs_too_much_is_a_refused_row(name: str, tmp_path: Pat
 
 def test_the_kernel_stops_a_worker_over_its_cpu_time() -> None:
     """With the parent willing to wait a minute, RLIMIT_CPU alone ends the decoding of a 5 s picture."""
-    from mnist_lite import decoding
+    from mnist_lite.boundaries import decoding
 
     decoder = decoding.Decoder(seconds=1, wall=60)
     start = time.monotonic()
@@ -427,7 +428,7 @@ def test_the_kernel_stops_a_worker_over_its_cpu_time() -> None:
 
 def test_the_kernel_stops_a_worker_over_its_memory() -> None:
     """With time to spare, RLIMIT_AS alone refuses a picture whose decoding would take 200 MB more."""
-    from mnist_lite import decoding
+    from mnist_lite.boundaries import decoding
 
     decoder = decoding.Decoder(seconds=30, memory=200 * 2**20, wall=30)
     start = time.monotonic()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.utilities import rank_zero_only
 
-from mnist_lite import runs
+from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.cli import main
-from mnist_lite.loggers import RunLogger
+from mnist_lite.training.loggers import RunLogger
 
 from helpers import CPU, TINY, fails, fit_args, tiny_fit
 

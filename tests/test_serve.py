@@ -21,8 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from mnist_lite import checkpoints, server
+from mnist_lite.boundaries import checkpoints
 from mnist_lite.cli import main
+from mnist_lite.serving import app as server
 
 from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args, tiff_of_a_strip_per_row
 
@@ -287,7 +288,7 @@ def test_a_picture_over_the_decoding_bound_is_a_413_and_health_answers_meanwhile
     """Decoding runs in a worker process with a CPU and memory bound (tightened here to 0.25 s): a picture that
     would cost seconds is refused, and /health answers in under 100 ms all along."""
     monkeypatch.setenv("MNIST_LITE_DECODE_SECONDS", "0.25")
-    reset = getattr(sys.modules.get("mnist_lite.decoding"), "reset", lambda: None)
+    reset = getattr(sys.modules.get("mnist_lite.boundaries.decoding"), "reset", lambda: None)
     reset()
     app = server.create_app(model, "x.ckpt", max_upload_bytes=8 * 2**20)
     costly = {"file": ("strips.tif", tiff_of_a_strip_per_row(600_000))}
@@ -384,7 +385,7 @@ def test_a_connection_that_sends_no_headers_is_closed_and_health_still_answers(t
 
 HEADER_TIMEOUT_SERVE = """
 import os, sys
-from mnist_lite import server
+from mnist_lite.serving import app as server
 from mnist_lite.cli import main
 server.HEADER_TIMEOUT_S = float(os.environ["MNIST_LITE_TEST_HEADER_TIMEOUT"])
 main(["serve", "--ckpt_path", sys.argv[1], "--port", "0"])

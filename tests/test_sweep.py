@@ -14,8 +14,8 @@ import optuna
 import pytest
 import yaml
 
-from mnist_lite import search_space
 from mnist_lite.cli import main
+from mnist_lite.commands import search_space
 from mnist_lite.commands.sweep import GRACE_S
 from mnist_lite.errors import UserError
 

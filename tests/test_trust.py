@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lite import checkpoints
+from mnist_lite.boundaries import checkpoints
 from mnist_lite.cli import main
 from mnist_lite.errors import UserError
 from mnist_lite.network import CompactCNN
@@ -241,7 +241,7 @@ def test_a_hostile_or_broken_checkpoint_is_refused_in_one_line(kind: str, good: 
 
 COST = """
 import resource, sys
-from mnist_lite import checkpoints
+from mnist_lite.boundaries import checkpoints
 from mnist_lite.errors import UserError
 checkpoints.load_model(sys.argv[1])  # a good one: the baseline of torch and a model
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

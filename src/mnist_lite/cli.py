@@ -81,7 +81,7 @@ def _main(args: list[str] | None) -> None:
     elif name in ("-V", "--version"):
         print(f"mnist-lite {__version__}")
     elif name in TRAINER_SUBCOMMANDS:
-        load("mnist_lite.lightning_cli").main(argv, SUBCOMMANDS)
+        load("mnist_lite.training.cli").main(argv, SUBCOMMANDS)
     elif name in SUBCOMMANDS:
         try:
             load(f"mnist_lite.commands.{name}")

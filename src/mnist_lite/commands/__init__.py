@@ -13,7 +13,7 @@ from typing import Any, Union, get_args, get_origin
 import docstring_parser
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from mnist_lite import config_limits
+from mnist_lite.boundaries import config_limits
 from mnist_lite.errors import ConciseErrors
 
 NAMES = ("augment", "curves", "export", "runs", "serve", "sweep")

@@ -2,9 +2,9 @@
 
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
-from mnist_lite import data_source
-from mnist_lite.augmentations import REGISTRY
 from mnist_lite.errors import UserError
+from mnist_lite.training import data_source
+from mnist_lite.training.augmentations import REGISTRY
 
 
 def augment(
@@ -27,7 +27,7 @@ def augment(
         seed: with --random, the seed of the draws.
         data_dir: where MNIST is extracted.
     """
-    from mnist_lite import figures  # matplotlib: only for the commands that draw
+    from mnist_lite.training import figures  # matplotlib: only for the commands that draw
 
     names = list(REGISTRY) if names is None else names
     unknown = [name for name in names if name not in REGISTRY]

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from mnist_lite import files, runs
+from mnist_lite.boundaries import files
+from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.errors import UserError
 
 COLUMNS = ("step", "train_loss", "train_loss_epoch", "val_loss", "train_acc", "train_acc_epoch", "val_acc")
@@ -15,7 +16,7 @@ def curves(log_dir: str, output: str | None = None) -> None:
         log_dir: a run folder, e.g. lightning_logs/version_0.
         output: the PNG to write; <log_dir>/learning_curves.png when not given.
     """
-    from mnist_lite import figures  # matplotlib: only for the commands that draw
+    from mnist_lite.training import figures  # matplotlib: only for the commands that draw
 
     folder = Path(log_dir)
     metrics = folder / "metrics.csv"

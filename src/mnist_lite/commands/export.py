@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from mnist_lite import checkpoints, files
+from mnist_lite.boundaries import checkpoints, files
 from mnist_lite.errors import UserError
 
 Format = Literal["onnx", "torchscript", "state_dict"]

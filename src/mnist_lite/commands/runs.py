@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any, Literal
 
-from mnist_lite import runs as run_folders
+from mnist_lite.boundaries import run_folders as run_folders
 from mnist_lite.errors import UserError
 
 Column = Literal["started", "run", "configs", "parameters", "epochs", "val_acc", "test_acc"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from jsonargparse.typing import PositiveInt
 
-from mnist_lite import checkpoints
+from mnist_lite.boundaries import checkpoints
 from mnist_lite.errors import UserError
 
 EVERY_INTERFACE = ("0.0.0.0", "::")
@@ -43,7 +43,7 @@ def serve(
         import uvicorn
         from uvicorn.supervisors import Multiprocess
 
-        from mnist_lite import server
+        from mnist_lite.serving import app as server
     except ImportError as e:
         raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'.") from None
 

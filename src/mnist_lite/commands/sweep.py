@@ -29,9 +29,11 @@ from typing import Any
 import yaml
 from jsonargparse.typing import PositiveInt
 
-from mnist_lite import files, lightning_cli, search_space
+from mnist_lite.boundaries import files
+from mnist_lite.boundaries.files import write_atomically
+from mnist_lite.commands import search_space
 from mnist_lite.errors import UserError, concise
-from mnist_lite.files import write_atomically
+from mnist_lite.training import cli as lightning_cli
 
 # A worker that stops sending heartbeats for GRACE_S has died: the next worker to start a trial marks its
 # running trial failed, so a killed process costs only that trial. The tests shorten the wait.
@@ -168,7 +170,7 @@ def _claimed(optuna: Any, storage: str, name: str) -> bool:
 
 def _trial_options(folder: Path) -> list[str]:
     """What every trial's fit adds to the configs: no bar or checkpoints, and its log in the sweep's folder."""
-    logger = {"class_path": "mnist_lite.loggers.RunLogger", "init_args": {"save_dir": str(folder / "runs")}}
+    logger = {"class_path": "mnist_lite.training.loggers.RunLogger", "init_args": {"save_dir": str(folder / "runs")}}
     return [*FIT_OPTIONS, f"--trainer.logger={json.dumps(logger)}"]
 
 

@@ -35,9 +35,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from mnist_lite import checkpoints, decoding
-from mnist_lite.decoding import TooCostly
-from mnist_lite.images import as_tensor, to_mnist
+from mnist_lite.boundaries import checkpoints, decoding
+from mnist_lite.boundaries.decoding import TooCostly
+from mnist_lite.boundaries.images import as_tensor, to_mnist
 from mnist_lite.network import Classifier
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
@@ -46,7 +46,7 @@ REPLAY_CHUNK = 256 * 1024
 HEADER_TIMEOUT_S = 10  # a request's headers must arrive within this (slowloris)
 BODY_TIMEOUT_S = 30  # the whole body must arrive within this; a slow upload ties up nothing longer
 LOOPBACK_NAMES = {"localhost"}
-PAGE = files("mnist_lite") / "page"
+PAGE = files("mnist_lite.serving") / "page"
 # The page may load nothing from elsewhere: no CDN, no fonts, no scripts but its own.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'",

@@ -133,10 +133,11 @@ class Decoder:
 
     def _worker(self) -> subprocess.Popen[bytes]:
         if self.process is None:
-            source = str(Path(__file__).resolve().parents[1])  # this mnist_lite, even when it is not installed
+            source = str(Path(__file__).resolve().parents[2])  # this mnist_lite, even when it is not installed
             paths = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
             env = {**os.environ, "PYTHONPATH": paths, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-            code = "import sys; from mnist_lite.decoding import work; work(float(sys.argv[1]), int(sys.argv[2]))"
+            code = "import sys; from mnist_lite.boundaries import decoding\n"
+            code += "decoding.work(float(sys.argv[1]), int(sys.argv[2]))"
             self.process = subprocess.Popen(
                 [sys.executable, "-c", code, str(self.seconds), str(self.memory)],
                 stdin=subprocess.PIPE,

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from mnist_lite import files
+from mnist_lite.boundaries import files
 from mnist_lite.errors import UserError
 
 RANGE_KEYS, CHOICE_KEYS = {"low", "high", "log", "step"}, {"choices"}

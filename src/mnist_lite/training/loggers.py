@@ -14,7 +14,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from mnist_lite import runs
+from mnist_lite.boundaries import run_folders as runs
 
 
 class RunLogger(CSVLogger):

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from mnist_lite import files
-from mnist_lite.augmentations import REGISTRY, mean_abs_difference
+from mnist_lite.boundaries import files
 from mnist_lite.errors import UserError
+from mnist_lite.training.augmentations import REGISTRY, mean_abs_difference
 
 
 def augmentation_grid(image: torch.Tensor, label: int, index: int, names: list[str]) -> Figure:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mnist_lite.checkpoints import first_line, shown
+from mnist_lite.boundaries.checkpoints import first_line, shown
 from mnist_lite.errors import UserError
 
 

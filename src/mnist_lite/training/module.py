@@ -16,10 +16,11 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lite import checkpoints, resume
-from mnist_lite.checkpoints import shown
+from mnist_lite.boundaries import checkpoints
+from mnist_lite.boundaries.checkpoints import shown
 from mnist_lite.errors import UserError
 from mnist_lite.network import CompactCNN, DigitNet, normalize
+from mnist_lite.training import resume
 
 EVAL_STAGES = ("val", "test")
 # Cross-entropy over 10 classes starts near ln 10 = 2.3; a loss this large means logits 1e4 apart: diverged.

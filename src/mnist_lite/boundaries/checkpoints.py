@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_lite import files, runs
+from mnist_lite.boundaries import files
+from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.errors import UserError
 from mnist_lite.network import NETWORKS, Classifier
 

@@ -16,8 +16,8 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from mnist_lite import decoding, files
-from mnist_lite.decoding import MAX_PIXELS
+from mnist_lite.boundaries import decoding, files
+from mnist_lite.boundaries.decoding import MAX_PIXELS
 from mnist_lite.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

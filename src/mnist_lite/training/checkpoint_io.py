@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mnist_lite import checkpoints, files
+from mnist_lite.boundaries import checkpoints, files
 from mnist_lite.errors import UserError
 
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mnist_lite import files
+from mnist_lite.boundaries import files
 from mnist_lite.errors import UserError
 
 LOG_ROOT = Path("lightning_logs")

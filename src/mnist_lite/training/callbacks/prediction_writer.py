@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-from mnist_lite import files
+from mnist_lite.boundaries import files
 from mnist_lite.errors import UserError
 
 # A cell that starts with one of these is a formula to a spreadsheet; a leading apostrophe makes it text, as

@@ -56,7 +56,7 @@ class EvaluationReport(Callback):
         folder = Path(trainer.log_dir or ".")  # every rank must ask: under DDP it is a broadcast
         if not trainer.is_global_zero:
             return
-        from mnist_lite import figures  # matplotlib: only once there is something to draw
+        from mnist_lite.training import figures  # matplotlib: only once there is something to draw
 
         folder.mkdir(parents=True, exist_ok=True)
         per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)

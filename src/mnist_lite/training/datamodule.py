@@ -9,11 +9,11 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from mnist_lite import data_source
-from mnist_lite.augmentations import TrainingAugmentation
-from mnist_lite.data_source import to_unit_range
+from mnist_lite.boundaries.images import DigitFiles
 from mnist_lite.errors import UserError
-from mnist_lite.images import DigitFiles
+from mnist_lite.training import data_source
+from mnist_lite.training.augmentations import TrainingAugmentation
+from mnist_lite.training.data_source import to_unit_range
 
 TRAIN_SIZE = 60_000  # all three datasets in data_source.DATASETS have 60k training images
 

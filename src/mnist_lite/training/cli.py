@@ -25,12 +25,15 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lite import __version__, checkpoints, config_limits, files, quiet, runs
-from mnist_lite.callbacks import CSVPredictionWriter, EvaluationReport, KeepOnStop, Requeued, RequeueOnSignal
-from mnist_lite.classifier import MNISTClassifier
-from mnist_lite.datamodule import MNISTDataModule
+from mnist_lite import __version__
+from mnist_lite.boundaries import checkpoints, config_limits, files
+from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.errors import ConciseErrors, UserError, fail
-from mnist_lite.loggers import RunLogger
+from mnist_lite.training import quiet
+from mnist_lite.training.callbacks import CSVPredictionWriter, EvaluationReport, KeepOnStop, Requeued, RequeueOnSignal
+from mnist_lite.training.datamodule import MNISTDataModule
+from mnist_lite.training.loggers import RunLogger
+from mnist_lite.training.module import MNISTClassifier
 
 # Import paths no config value may name, added to jsonargparse's own denylist (os, subprocess, builtins.exec, ...):
 # the loaders that would turn a file into code.
@@ -129,8 +132,8 @@ class MnistLiteCLI(LightningCLI):
                 "checkpoint.filename": "best-{epoch}-{val_acc:.4f}",
                 "trainer.max_epochs": 1,  # Lightning's 1000 is no default for a one-epoch recipe
                 "trainer.enable_model_summary": False,  # one line of parameter counts instead (before_fit)
-                "trainer.plugins": [{"class_path": "mnist_lite.checkpoint_io.SafeCheckpointIO"}],
-                "trainer.logger": {"class_path": "mnist_lite.loggers.RunLogger"},
+                "trainer.plugins": [{"class_path": "mnist_lite.training.checkpoint_io.SafeCheckpointIO"}],
+                "trainer.logger": {"class_path": "mnist_lite.training.loggers.RunLogger"},
             }
         )
 

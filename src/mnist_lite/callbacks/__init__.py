@@ -1,9 +1,0 @@
-"""The Lightning callbacks the CLI adds: the predictions CSV, the pictures written after test, SLURM's requeue, and
-the checkpoint Ctrl-C leaves."""
-
-from mnist_lite.callbacks.evaluation_report import EvaluationReport
-from mnist_lite.callbacks.interrupt import KeepOnStop
-from mnist_lite.callbacks.prediction_writer import CSVPredictionWriter
-from mnist_lite.callbacks.requeue import Requeued, RequeueOnSignal
-
-__all__ = ["CSVPredictionWriter", "EvaluationReport", "KeepOnStop", "RequeueOnSignal", "Requeued"]

@@ -1,0 +1,1 @@
+"""serve's HTTP API and page (FastAPI), over the plain network: no Lightning."""

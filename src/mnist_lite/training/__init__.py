@@ -1,0 +1,1 @@
+"""Training with Lightning: the LightningModule, the DataModule and its data, callbacks, loggers, the trainer CLI."""
