@@ -11,6 +11,12 @@ class UserError(Exception):
     """Bad input from the user: a path, a file or a setting that must change, said in a line or two."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's first non-empty line, cut to ``limit`` characters, or its type's name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0][:limit] + "…" * (len(lines[0]) > limit)) if lines else type(error).__name__
+
+
 def fail(message: str, prog: str = "mnist-lite") -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(1)

@@ -33,7 +33,7 @@ from torch import nn
 
 from mnist_lite.boundaries import files
 from mnist_lite.boundaries import run_folders as runs
-from mnist_lite.errors import UserError
+from mnist_lite.errors import UserError, first_line
 from mnist_lite.network import NETWORKS, Classifier
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the project's checkpoints are 0.2-1 MB
@@ -370,8 +370,3 @@ def describe(path: Path, checkpoint: dict[str, Any]) -> str:
     parts = [f"run {run}" if run else "", f"val_acc {score:.4f}" if score is not None else ""]
     described = ", ".join(p for p in parts if p)
     return f" ({described})" if described else ""
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return shown(text.splitlines()[0]) if text else type(error).__name__

@@ -32,7 +32,7 @@ from jsonargparse.typing import PositiveInt
 from mnist_lite.boundaries import files
 from mnist_lite.boundaries.files import write_atomically
 from mnist_lite.commands import search_space
-from mnist_lite.errors import UserError, concise
+from mnist_lite.errors import UserError, concise, first_line
 from mnist_lite.training import cli as lightning_cli
 
 # A worker that stops sending heartbeats for GRACE_S has died: the next worker to start a trial marks its
@@ -255,7 +255,7 @@ def _stored_fingerprint(study: Any, where: str) -> dict[str, Any] | None:
         found = study.user_attrs.get("fingerprint")
     except Exception as e:  # a record Optuna itself cannot decode
         raise UserError(
-            f"study {study.study_name!r} in {where}: its records cannot be read ({_first_line(e)})."
+            f"study {study.study_name!r} in {where}: its records cannot be read ({first_line(e)})."
         ) from None
     seeds = found.get("seeds") if isinstance(found, dict) else None
     if found is None or (
@@ -281,7 +281,7 @@ def _trials_that_fit(
         trials = study.trials
     except Exception as e:  # a record Optuna itself cannot decode
         raise UserError(
-            f"study {study.study_name!r} in {where}: its trials cannot be read ({_first_line(e)})."
+            f"study {study.study_name!r} in {where}: its trials cannot be read ({first_line(e)})."
         ) from None
     kept = []
     for trial in trials:
@@ -321,7 +321,7 @@ def _work(optuna: Any, study: Any, dimensions: list, settings: dict, trials: int
                 with _quiet():
                     run = lightning_cli.build(args)
             except Exception as e:  # this trial's values broke its fit: said on its line, and the search goes on
-                trial.set_user_attr("error", f"{type(e).__name__}: {_first_line(e)}"[:300])
+                trial.set_user_attr("error", f"{type(e).__name__}: {first_line(e)}"[:300])
                 raise
             trial.set_user_attr(f"run_seed_{seed}", str(run.trainer.log_dir))
             scores.append(float(run.trainer.callback_metrics["val_acc"]))
@@ -468,7 +468,7 @@ def plots(optuna: Any, study: Any) -> dict[str, Any]:
             with _quiet():
                 axes = plot(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances need two finished trials
-            figures[name] = _first_line(e)
+            figures[name] = first_line(e)
             continue
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
         figure.set_size_inches(9, 5)
@@ -521,8 +521,3 @@ def _quiet():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from mnist_lite.boundaries.checkpoints import first_line, shown
-from mnist_lite.errors import UserError
+from mnist_lite.boundaries.checkpoints import shown
+from mnist_lite.errors import UserError, first_line
 
 
 @contextmanager
