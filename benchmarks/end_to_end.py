@@ -1,5 +1,5 @@
-"""Whole `mnist-lite fit` processes side by side: configs/cpu.yaml, configs/one_epoch.yaml on it, and the seed's
-pipeline (benchmarks/seed_pipeline.py), in the same run.
+"""Whole `mnist-lite fit` processes side by side: configs/cpu.yaml, configs/one_epoch.yaml on it, and the assignment's
+pipeline (benchmarks/assignment_pipeline.py), in the same run.
 
 The commands are the README's, as people run them: progress bar on, drawing on a terminal (a pseudo-terminal
 here). Each runs under /usr/bin/time -v, alternated and repeated; reports each one's median wall time, its ratio
@@ -24,7 +24,7 @@ FIT = [shutil.which("mnist-lite") or "mnist-lite", "fit", "--config", CPU]
 COMMANDS: dict[str, list[str]] = {
     "mnist-lite fit --config configs/cpu.yaml": FIT,
     "... --config configs/one_epoch.yaml": [*FIT, "--config", str(ROOT / "configs" / "one_epoch.yaml")],
-    "seed pipeline (benchmarks/seed_pipeline.py)": [sys.executable, str(ROOT / "benchmarks" / "seed_pipeline.py")],
+    "assignment pipeline (benchmarks/assignment_pipeline.py)": [sys.executable, str(ROOT / "benchmarks" / "assignment_pipeline.py")],
 }
 
 

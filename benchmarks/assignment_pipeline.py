@@ -1,9 +1,9 @@
-"""A faithful re-creation of the seed project's training script, as the baseline for benchmarks/end_to_end.py.
+"""A faithful re-creation of the assignment's training script, as the baseline for benchmarks/end_to_end.py.
 
 torchvision's MNIST dataset with a per-sample ToTensor + Normalize transform, a DataLoader with batch 64 and
 shuffle, the same network, Adam at lr 1e-3, one epoch, then the test-set accuracy.
 
-    python benchmarks/seed_pipeline.py [--data_dir data]
+    python benchmarks/assignment_pipeline.py [--data_dir data]
 """
 
 import argparse
@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="data")
     args = parser.parse_args()
-    data_source.prepare(args.data_dir)  # the seed downloaded; here the files come from the bundle
+    data_source.prepare(args.data_dir)  # the assignment downloaded; here the files come from the bundle
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     train = datasets.MNIST(args.data_dir, train=True, download=False, transform=transform)
     test = datasets.MNIST(args.data_dir, train=False, download=False, transform=transform)
@@ -38,7 +38,7 @@ def main() -> None:
     with torch.no_grad():
         for images, labels in DataLoader(test, batch_size=1000):
             correct += (net(images).argmax(1) == labels).sum().item()
-    print(f"seed pipeline test accuracy: {correct / len(test):.2%}")
+    print(f"assignment pipeline test accuracy: {correct / len(test):.2%}")
 
 
 if __name__ == "__main__":
