@@ -7,14 +7,14 @@ classes read with ``download=False``; ``load`` reads one split into memory as ``
 import gzip
 import hashlib
 import logging
-import os
-import tempfile
-from importlib.resources import files
+from importlib.resources import files as package_files
 from pathlib import Path
 
 import torch
 from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
 
+from mnist_lite.boundaries import files
 from mnist_lite.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-BUNDLE_DIR = Path(str(files("mnist_lite") / "data" / "mnist"))
+BUNDLE_DIR = Path(str(package_files("mnist_lite") / "data" / "mnist"))
 
 
 def prepare(data_dir: str | Path, dataset: str = "MNIST") -> None:
@@ -58,12 +58,7 @@ def _bundle_is_present() -> bool:
 
 
 def _raw_is_valid(raw: Path) -> bool:
-    return all((raw / name).is_file() and _md5(raw / name) == md5 for name, md5 in MNIST_MD5.items())
-
-
-def _md5(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
+    return all(check_integrity(str(raw / name), md5) for name, md5 in MNIST_MD5.items())
 
 
 def _extract_bundle(raw: Path) -> None:
@@ -73,40 +68,19 @@ def _extract_bundle(raw: Path) -> None:
         raise UserError(f"cannot create {raw}: {e.strerror}. Set data.data_dir to a writable folder.") from None
     for name, md5 in MNIST_MD5.items():
         target = raw / name
+        if check_integrity(str(target), md5):
+            continue
         if target.is_file():
-            if _md5(target) == md5:
-                continue
             log.warning(
                 "%s fails its MD5 check (truncated or corrupt): re-extracting it from the bundled copy.", target
             )
-        _extract(BUNDLE_DIR / f"{name}.gz", target, md5)
-
-
-def _extract(source: Path, target: Path, md5: str) -> None:
-    # Written under a temporary name of its own and renamed once verified, so no half-written file keeps the real
-    # name, and runs extracting at the same moment never share a temporary file (the last rename wins; all agree).
-    digest = hashlib.md5()
-    partial: Path | None = None
-    try:
-        with (
-            gzip.open(source, "rb") as fin,
-            tempfile.NamedTemporaryFile(
-                dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False
-            ) as fout,
-        ):
-            partial = Path(fout.name)
-            while chunk := fin.read(1 << 20):
-                digest.update(chunk)
-                fout.write(chunk)
-        if digest.hexdigest() != md5:
-            raise UserError(f"the bundled {source.name} fails its MD5 check: reinstall mnist-lite.")
-        partial.chmod(0o644)  # a temporary file is private; the data is not
-        os.replace(partial, target)
-    except OSError as e:
-        raise UserError(f"cannot write {target}: {e.strerror}. Set data.data_dir to a writable folder.") from None
-    finally:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
+        data = gzip.decompress((BUNDLE_DIR / f"{name}.gz").read_bytes())
+        if hashlib.md5(data).hexdigest() != md5:
+            raise UserError(f"the bundled {name}.gz fails its MD5 check: reinstall mnist-lite.")
+        try:  # never a half-written file under the real name, whatever runs extract at the same moment
+            files.write_atomically(data, target)
+        except OSError as e:
+            raise UserError(f"cannot write {target}: {e.strerror}. Set data.data_dir to a writable folder.") from None
 
 
 def _download(data_dir: Path, dataset: str) -> None:
