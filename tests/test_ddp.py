@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mnist_lite.training.data_source import to_unit_range
-from mnist_lite.training.datamodule import EpochShuffler, InMemoryDigits, MNISTDataModule
+from mnist_lite.training.datamodule import EpochShards, InMemoryDigits, MNISTDataModule
 
 from helpers import (
     CPU,
@@ -62,13 +62,13 @@ def ddp_runs(lightning_ddp_run: Path, data_dir: Path, tmp_path_factory: pytest.T
 
 
 def _expected_shards(data_dir: Path) -> list[dict[str, list[str]]]:
-    """What each of two ranks should train on, epoch by epoch: its EpochShuffler shard of the epoch, in order."""
+    """What each of two ranks should train on, epoch by epoch: its EpochShards shard of the epoch, in order."""
     dm = MNISTDataModule(data_dir=str(data_dir))
     dm.setup("fit")
     train = _train(dm).images
     shards: list[dict[str, list[str]]] = []
     for rank in (0, 1):
-        sampler = EpochShuffler(len(train), seed=0, rank=rank, world_size=2)
+        sampler = EpochShards(train, rank=rank, world_size=2, seed=0)
         epochs = {}
         for epoch in range(SCALE_OUT_EPOCHS):
             sampler.set_epoch(epoch)
@@ -79,7 +79,7 @@ def _expected_shards(data_dir: Path) -> list[dict[str, list[str]]]:
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_each_rank_trains_on_its_own_shard_in_the_samplers_order(launcher, ddp_runs, data_dir: Path) -> None:
-    """What each process was given is its EpochShuffler shard of each epoch, in order: Lightning did not swap in its
+    """What each process was given is its EpochShards shard of each epoch, in order: Lightning did not swap in its
     own sampler. That the shards are disjoint and make the whole set is test_the_shards_are_reshuffled_every_epoch's."""
     for rank, expected in enumerate(_expected_shards(data_dir)):
         seen = json.loads((ddp_runs[launcher] / "shards" / f"rank{rank}.json").read_text())["seen"]
@@ -112,7 +112,7 @@ def test_torchrun_on_two_nodes_reaches_the_accuracy_of_lightnings_own_launcher(d
 def test_the_shards_are_reshuffled_every_epoch() -> None:
     shards = []
     for epoch in (0, 1):
-        ranks = [EpochShuffler(55_000, seed=0, rank=r, world_size=2) for r in (0, 1)]
+        ranks = [EpochShards(range(55_000), rank=r, world_size=2, seed=0) for r in (0, 1)]
         for sampler in ranks:
             sampler.set_epoch(epoch)  # as Lightning does at every epoch start
         shards.append([list(s) for s in ranks])

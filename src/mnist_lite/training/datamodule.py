@@ -1,17 +1,20 @@
 """MNIST as a LightningDataModule: splits in memory as ``uint8``, batches by indexing, scaled to [0, 1]."""
 
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Iterator, Sized
+from itertools import islice
 from typing import Any, Literal
 
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mnist_lite.boundaries.images import DigitFiles
 from mnist_lite.errors import UserError
-from mnist_lite.training import data_source
+from mnist_lite.training import data_source, own_digits
 from mnist_lite.training.augmentations import TrainingAugmentation
 from mnist_lite.training.data_source import to_unit_range
 
@@ -25,12 +28,8 @@ def split_indices(size: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 class InMemoryDigits(Dataset):
-    """Images and labels held as tensors.
-
-    The DataLoader hands ``__getitems__`` a whole batch of indices, so a batch is one tensor index rather than
-    64 single samples collated one by one (several times faster per batch). Rows are taken with ``index_select``,
-    which copies whole images: 2x faster than ``images[index]`` for a batch of 64, 8x for one of 1,000.
-    """
+    """Images and labels held as tensors. The DataLoader hands ``__getitems__`` a whole batch of indices, so a batch
+    is one ``index_select`` of whole images rather than single samples collated one by one."""
 
     def __init__(self, images: Tensor, labels: Tensor) -> None:
         self.images, self.labels = images, labels
@@ -48,34 +47,29 @@ class InMemoryDigits(Dataset):
         return self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
-class EpochShuffler(DistributedSampler):
-    """A shuffle that depends only on (seed, epoch), split between DDP ranks, so that a run stopped mid-epoch resumes
-    at the very batch, on one process or several.
+class EpochShards(DistributedSampler):
+    """This rank's shard of a shuffle that depends only on (seed, epoch), with a state (the epoch, and the samples
+    given in it) that ``StatefulDataLoader`` saves and restores: a run stopped mid-epoch goes on at its next sample.
+    Lightning keeps a DistributedSampler as it is given, on one process or several."""
 
-    torch's RandomSampler draws from the global generator, whose state a checkpoint does not hold; this one re-creates
-    the epoch's order from its seed and skips the samples this rank had already trained on. It is a
-    DistributedSampler so that Lightning does not wrap it: the wrapper would list it once and stride that list, which
-    breaks when a resumed epoch yields only its unseen rest. Rank r takes every world_size-th sample from r, padded
-    as DistributedSampler pads so that every rank takes the same number of steps.
-    """
-
-    def __init__(
-        self, size: int, seed: int, rank: int = 0, world_size: int = 1, already_done: Callable[[], int] = lambda: 0
-    ) -> None:
-        # Not DistributedSampler.__init__, which asks torch.distributed for what the trainer already knows.
-        self.size, self.seed, self.rank, self.num_replicas, self.epoch = size, seed, rank, world_size, 0
-        self.num_samples = -(-size // world_size)
-        self.total_size = self.num_samples * world_size
-        self.already_done = already_done
-
-    def __len__(self) -> int:
-        return self.num_samples
+    def __init__(self, dataset: Sized, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.given = (0, 0)  # (epoch, samples given in it)
+        self.resume_at = (-1, 0)
 
     def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        order = torch.cat([order, order[: self.total_size - self.size]])  # pad, as DistributedSampler does
-        mine = order[self.rank : self.total_size : self.num_replicas]
-        return iter(mine[self.already_done() :].tolist())  # non-zero only when a restored run starts mid-epoch
+        epoch, done = self.resume_at
+        skip = done if epoch == self.epoch else 0  # a state saved at its epoch's last batch resumes the next one
+        self.resume_at = (-1, 0)
+        for given, index in enumerate(islice(super().__iter__(), skip, None), skip + 1):
+            self.given = (self.epoch, given)
+            yield index
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.given[0], "given": self.given[1]}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_at = (state["epoch"], state["given"])
 
 
 def _already_batched(batch: Any) -> Any:
@@ -97,6 +91,9 @@ class MNISTDataModule(LightningDataModule):
             defaults), applied in order to every training batch; validation and test are never augmented.
         predict_path: an image file or a folder of them (PNG, JPEG, BMP, TIFF, .npy, IDX) for ``predict``;
             without it, ``predict`` runs on the test set.
+        own_digits: a folder of your own labelled digits, one subfolder per digit (``0/`` to ``9/``), as
+            torchvision's ImageFolder; each file is read as ``predict`` reads it. Added to the training images.
+        own_digits_only: train on ``own_digits`` alone, to fine-tune a fitted model (configs/finetune.yaml).
     """
 
     def __init__(
@@ -110,6 +107,8 @@ class MNISTDataModule(LightningDataModule):
         num_workers: NonNegativeInt = 0,
         augment: dict[str, dict[str, Any] | None] | None = None,
         predict_path: str | None = None,
+        own_digits: str | None = None,
+        own_digits_only: bool = False,
     ) -> None:
         super().__init__()
         if val_size >= TRAIN_SIZE:
@@ -119,9 +118,13 @@ class MNISTDataModule(LightningDataModule):
             raise UserError(
                 f"data.batch_size={batch_size} is more than the {training:,} training images: choose fewer."
             )
+        if own_digits_only and own_digits is None:
+            raise UserError("data.own_digits_only needs data.own_digits: the folder of your digits.")
         self.save_hyperparameters()
         self.augment = TrainingAugmentation(augment) if augment else None
         self.splits: dict[str, InMemoryDigits | DigitFiles] = {}
+        self.train_loader: StatefulDataLoader | None = None
+        self.loader_state: dict[str, Any] | None = None  # from the checkpoint being resumed
 
     def prepare_data(self) -> None:
         if self.trainer is None or not self.trainer.predicting or self.hparams.predict_path is None:
@@ -132,49 +135,56 @@ class MNISTDataModule(LightningDataModule):
         if stage in ("fit", "validate") and "train" not in self.splits:
             every = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=True))
             train, val = split_indices(len(every), hp.val_size, hp.split_seed)
-            self.splits["train"] = InMemoryDigits(*every.take(train))  # 0.03 s; images[train] takes 0.2 s
+            images, labels = every.take(train)
+            if hp.own_digits is not None:
+                own_images, own_labels = own_digits.read(hp.own_digits)
+                images = own_images if hp.own_digits_only else torch.cat([images, own_images])
+                labels = own_labels if hp.own_digits_only else torch.cat([labels, own_labels])
+            self.splits["train"] = InMemoryDigits(images, labels)
             self.splits["val"] = InMemoryDigits(*every.take(val))
         if stage == "predict" and hp.predict_path is not None:
             self.splits["predict"] = DigitFiles(hp.predict_path)
         elif stage in ("test", "predict") and "test" not in self.splits:
             self.splits["test"] = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=False))
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         trainer = self.trainer
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        size = len(self.splits["train"])
-        sampler = EpochShuffler(size, torch.initial_seed(), rank, world_size, self._samples_done_this_epoch)
-        return self._loader("train", self.hparams.batch_size, sampler=sampler)
+        sampler = EpochShards(self.splits["train"], rank, world_size, torch.initial_seed())
+        with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, which torch 2.14 deprecates
+            warnings.filterwarnings("ignore", "'set_vital' is deprecated", UserWarning)
+            self.train_loader = StatefulDataLoader(self.splits["train"], sampler=sampler, **self._options("train"))
+        if self.loader_state is not None:
+            self.train_loader.load_state_dict(self.loader_state)
+            self.loader_state = None
+        return self.train_loader
 
-    def _samples_done_this_epoch(self) -> int:
-        """Training samples this epoch has already seen: non-zero only in a run restored from a mid-epoch checkpoint."""
-        if self.trainer is None:
-            return 0
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if done >= self.trainer.num_training_batches:
-            return 0
-        return done * self.hparams.batch_size  # each rank skips its own
+    # Lightning's fit loop saves a StatefulDataLoader's state too, but drops it on resume when the schedule asks
+    # for trainer.estimated_stepping_batches (OneCycleLR; Lightning issue #20550): the DataModule's hooks carry it.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self.train_loader.state_dict()} if self.train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.loader_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.eval_batch_size)
+        return DataLoader(self.splits["val"], **self._options("eval"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.eval_batch_size)
+        return DataLoader(self.splits["test"], **self._options("eval"))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict" if "predict" in self.splits else "test", self.hparams.eval_batch_size)
+        return DataLoader(self.splits["predict" if "predict" in self.splits else "test"], **self._options("eval"))
 
-    def _loader(self, split: str, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+    def _options(self, kind: str) -> dict[str, Any]:
         workers = self.hparams.num_workers
-        return DataLoader(
-            self.splits[split],
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=_already_batched,
-            generator=torch.Generator(),  # its seed draw must not consume the global RNG that dropout uses
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        return {
+            "batch_size": self.hparams.batch_size if kind == "train" else self.hparams.eval_batch_size,
+            "collate_fn": _already_batched,
+            "generator": torch.Generator(),  # its seed draw must not consume the global RNG that dropout uses
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+        }
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Any], dataloader_idx: int) -> tuple[Tensor, Any]:
         images, labels = batch  # labels, or (path, index, error) per image when predicting on files
