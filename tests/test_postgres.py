@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy
 import yaml
 
-from mnist_lite.commands.sweep import GRACE_S
+from mnist_lite.commands.sweep.database import GRACE_S
 
 from helpers import CONF, CPU, TINY, cluster_env, main_in
 

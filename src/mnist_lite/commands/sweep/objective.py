@@ -1,0 +1,79 @@
+"""A trial: a real ``mnist-lite fit`` per seed, in this process through LightningCLI's own path; its value is the
+mean final ``val_acc`` (never the test set), judged by the pruner after each seed's fit, not part-way (a one-cycle
+run's accuracy part-way says little about where it ends)."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import optuna
+import yaml
+
+from mnist_lite.commands.sweep import capture
+from mnist_lite.errors import first_line
+from mnist_lite.training import cli as lightning_cli
+
+RUN_LOGGER = "mnist_lite.training.loggers.RunLogger"
+FIT_OPTIONS = ["--trainer.enable_progress_bar=false", "--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    configs: list[str]
+    seeds: list[int]
+    folder: Path  # --output
+
+    def args(self, values: dict[str, Any] | None = None) -> list[str]:
+        """fit's arguments: the configs, then ``values`` (dotted key to value) as overrides."""
+        texts = (
+            yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip() for v in (values or {}).values()
+        )
+        return [
+            *(a for c in self.configs for a in ("--config", c)),
+            *(f"--{k}={t}" for k, t in zip(values or {}, texts)),
+        ]
+
+    def trial_args(self, values: dict[str, Any] | None = None) -> list[str]:
+        """A trial's fit: ``args``, no bar or checkpoints (best.yaml is the result), its log in the sweep's folder."""
+        logger = {"class_path": RUN_LOGGER, "init_args": {"save_dir": str(self.folder / "runs")}}
+        return [*self.args(values), *FIT_OPTIONS, f"--trainer.logger={json.dumps(logger)}"]
+
+
+def work(study: optuna.Study, dimensions: list, settings: Settings, trials: int) -> None:
+    """Run trials of the study here. One whose values break its fit fails alone, its error on its line."""
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {d.key: d.suggest(trial) for d in dimensions}
+        scores: list[float] = []
+        for index, seed in enumerate(settings.seeds):
+            try:
+                with capture.quiet():
+                    run = lightning_cli.build(["fit", *settings.trial_args({**values, "seed_everything": seed})])
+            except Exception as e:
+                trial.set_user_attr("error", f"{type(e).__name__}: {first_line(e)}"[:300])
+                raise
+            trial.set_user_attr(f"run_seed_{seed}", str(run.trainer.log_dir))
+            scores.append(float(run.trainer.callback_metrics["val_acc"]))
+            trial.report(mean(scores), index)
+            if index + 1 < len(settings.seeds) and trial.should_prune():
+                raise optuna.TrialPruned
+        return mean(scores)
+
+    def line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Each trial as it ends: its outcome, its values as Optuna stores them, and the best so far."""
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        if trial.value is None:
+            outcome = f"failed ({trial.user_attrs.get('error', 'interrupted')})"
+        else:  # a pruned trial's value is the last running mean it reported
+            pruned = " so far, pruned" if trial.state == optuna.trial.TrialState.PRUNED else ""
+            outcome = f"val_acc {trial.value:.4f}{pruned}"
+        try:
+            best = f"best so far: trial {study.best_trial.number}, {study.best_value:.4f}"
+        except ValueError:
+            best = "no trial finished yet"
+        seconds = trial.duration.total_seconds() if trial.duration else 0
+        print(f"trial {trial.number}: {outcome} in {seconds:.0f} s ({shown}); {best}", flush=True)
+
+    study.optimize(objective, n_trials=trials, catch=(Exception,), callbacks=[line])

@@ -1,0 +1,45 @@
+"""Before a study's first trial: every key at each bound and choice, parsed and built by fit's own code, so an
+unknown key, a value of the wrong type or one a class refuses is one line, and every value a trial draws parses."""
+
+from argparse import ArgumentError
+from typing import Any
+
+from mnist_lite.commands.sweep import capture
+from mnist_lite.commands.sweep.objective import Settings
+from mnist_lite.errors import UserError, concise
+from mnist_lite.training import cli as lightning_cli
+
+SET_BY_THE_SWEEP = {"seed_everything": "--seeds", "trainer.logger": "the sweep (its trials log into --output)"}
+
+
+def base(settings: Settings, dimensions: list) -> Any:
+    """fit's CLI for the base configs with what every trial adds, unrun; first, the keys only the sweep sets."""
+    for d in dimensions:
+        if setter := SET_BY_THE_SWEEP.get("trainer.logger" if d.key.startswith("trainer.logger.") else d.key):
+            raise UserError(f"--space: {d.key} is set by {setter}; leave it out of the space.")
+    lightning_cli.check_config_files(settings.args())
+    try:
+        with capture.quiet():
+            return lightning_cli.build(settings.trial_args(), run=False, exit_on_error=False)
+    except ArgumentError as e:
+        raise UserError(f"--config: {concise(str(e))}") from None
+
+
+def check_rounds(base: Any, settings: Settings, dimensions: list) -> None:
+    """One build per round, each key at its next candidate: what a trial would build, with the checks the classes
+    make themselves. A round that fails to parse is parsed again key by key, to name the key."""
+    candidates = {d.key: d.candidates() for d in dimensions}
+    for i in range(max(map(len, candidates.values()))):
+        chosen = {key: values[i % len(values)] for key, values in candidates.items()}
+        try:
+            with capture.quiet():
+                lightning_cli.build(settings.trial_args(chosen), run=False, exit_on_error=False)
+        except ArgumentError:
+            for key, value in chosen.items():
+                try:
+                    base.parser.parse_args(settings.args({key: value}))
+                except ArgumentError as e:
+                    raise UserError(f"--space: {key}: {value!r} is not accepted: {concise(str(e))}") from None
+            raise UserError(f"--space: these values are not accepted together: {chosen}") from None
+        except UserError as e:
+            raise UserError(f"--space: a trial of {chosen} would fail: {e}") from None
