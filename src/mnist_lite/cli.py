@@ -1,5 +1,5 @@
 """The ``mnist-lite`` command. It looks at the subcommand first and builds only what that one needs: fit, validate,
-test and predict go to LightningCLI (``lightning_cli.py``); the tools are plain functions (``commands/``). Nothing
+test and predict go to LightningCLI (``training/cli.py``); the tools are plain functions (``commands/``). Nothing
 heavy is imported here, so ``mnist-lite --help`` and a mistyped subcommand answer at once."""
 
 import difflib
@@ -42,10 +42,8 @@ def usage() -> str:
 
 
 def load(module: str) -> ModuleType:
-    """Import a subcommand's module. The first time, Python's cyclic collector is paused for the import and what it
-    made is frozen out of the collector's reach: importing torch and Lightning makes some 400,000 objects that live
-    until exit, and each full collection, those at exit included, would walk them all again. That is 1.8 of the 8.8
-    CPU seconds of a five-batch fit (benchmarks/startup.py compares)."""
+    """Import a subcommand's module with Python's cyclic collector paused, then freeze what it made: the objects of
+    torch and Lightning live until exit, and no collection need walk them again (benchmarks/startup.py)."""
     if module in sys.modules:
         return sys.modules[module]
     enabled = gc.isenabled()
@@ -63,8 +61,10 @@ def main(args: list[str] | None = None) -> None:
     (``mnist-lite runs | head -2``) ends the command quietly, with the status a shell gives a command that SIGPIPE
     stopped (141), as it ends ``ls``."""
     try:
-        _main(args)
-        sys.stdout.flush()
+        try:
+            _main(args)
+        finally:  # an exit too, help's included, is quiet on a closed pipe
+            sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit finds no pipe either
         sys.exit(128 + signal.SIGPIPE)

@@ -4,7 +4,7 @@ import difflib
 import inspect
 import re
 import sys
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 
 class UserError(Exception):
@@ -33,20 +33,17 @@ class ConciseErrors:
         kwargs.setdefault("allow_abbrev", False)  # --trainer.max_epoch is a typo, not max_epochs
         super().__init__(*args, **kwargs)
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
-        """argparse drops an OSError here: ``mnist-lite fit --help | head -2`` would end 0, and every other command
-        ends 141 on a closed pipe (cli.main)."""
-        if message:
-            (file or sys.stderr).write(message)
+    def print_help(self, file: Any = None) -> None:
+        """argparse's own drops a closed pipe's error: here it reaches cli.main, which ends such a command 141."""
+        (file or sys.stdout).write(self.format_help())  # type: ignore[attr-defined]
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)  # type: ignore[misc]  # raises argparse.ArgumentError
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
-        try:  # the dotted keys it takes, for "did you mean"
-            keys = parser.get_defaults().keys()  # type: ignore[union-attr]  # a jsonargparse parser's, dotted
-            options = [key for key in keys if "." in key]
+        try:  # the dotted keys it takes (a Namespace's keys(), not its top level), for "did you mean"
+            options = [key for key in parser.get_defaults().keys() if "." in key]  # type: ignore[attr-defined]  # noqa: SIM118
         except Exception:  # a default that cannot be built: no suggestion, the message still stands
             options = []
         sys.stderr.write(f"{prog}: error: {concise(message, options)}\nSee '{prog} --help' for the accepted options.\n")
@@ -58,66 +55,54 @@ UNCHOSEN = {"typing.Union", "torch.optim.Optimizer", "torch.optim.optimizer.Opti
 
 
 def concise(message: str, options: list[str] | None = None) -> str:
-    """jsonargparse's message in a line: the full key, then what is wrong with it in the user's words. For a key that
-    is not there, the nearest name (or the names) there are: a class's parameters, or the parser's ``options``.
-
-    jsonargparse explains a value that fits no type of a union by listing every type's complaint, each class's
-    parser nested in its own: its ``Parser key`` names give the key, and the innermost complaint says what is wrong.
-    """
+    """jsonargparse's message in a line: the full key (its nested ``Parser key`` names), then the innermost complaint
+    in the user's words: for a key that is not there, the nearest name (or the names) there are."""
     keys = re.findall(r'[Pp]arser key "([^"]+)"', message)
     classes = re.findall(r"class_path[ =]'([^']+)'", message)
     denied = re.search(r"Importing '([^']+)' is not allowed, denied by the '([^']+)' entry", message)
     unknown = re.search(
         r"Option '(\w+)' is not accepted|does not accept option '([\w.]+)'|unrecognized arguments: -*([\w.]+)", message
     )
-    kinds = [a or b for a, b in re.findall(r"Expected a <class '(\w+)'>|Not of type (\w+)", message)]
-    literal = re.search(r"invalid literal for \w+\(\) with base \d+: '(.*)'", message)
-    given: list[str] = re.findall(r"(?:Got|Given) value: (.*?)(?:\. Got value: .*)?$", message, re.M)
-    values = (
-        [literal.group(1)] if literal else [v for v in given if not v.startswith(("NestedArg(", "Namespace(", "{"))]
-    )
+    kinds = [a or b for a, b in re.findall(r"Expected a <class '(\w+)'>|Not of type (\w+)", message) if a != "NoneType"]
+    literal = re.findall(r"invalid literal for \w+\(\) with base \d+: '(.*)'", message)
+    given = re.findall(r"(?:Got|Given) value: (.*?)(?:\. Got value: .*)?$", message, re.M)
+    values = literal or [v for v in given if not v.startswith(("NestedArg(", "Namespace(", "{"))]
+    prefix = ".init_args.".join(keys)
     if unknown and classes:  # a class's parameter
-        name, class_path = unknown.group(1) or "", classes[-1]
-        key = f"{'.init_args.'.join(keys)}.init_args.{name}"
+        key, class_path = f"{prefix}.init_args.{unknown.group(1)}", classes[-1]
         if class_path in UNCHOSEN:  # init_args given, but no class chosen to take them
             return (
                 f"{key} is given, but no class is chosen: name one with class_path, or put this config after one "
                 "that does (as --config configs/cpu.yaml --config configs/gpu.yaml)."
             )
-        return f"{key} is not a parameter of {class_path}; {_nearest(name, _parameters(class_path))}"
+        return f"{key} is not a parameter of {class_path}; {_nearest(unknown.group(1), _parameters(class_path))}"
     if unknown:
         key = unknown.group(2) or unknown.group(3)
         parent, _, name = key.rpartition(".")
         names = {o.rpartition(".")[2]: "" for o in options or () if o.rpartition(".")[0] == parent}
         return f"{key} is not an option; {_nearest(name, names, f'{parent}.')}" if names else f"{key} is not an option."
-    prefix = f"{'.init_args.'.join(keys)}: " if keys else ""
     if denied:
-        path, entry = denied.groups()
-        return f"{prefix}importing {path!r} is not allowed (the {entry!r} entry of the import-path denylist)."
-    kinds = [k for k in dict.fromkeys(kinds) if k != "NoneType"]
+        where = f"{prefix}: " if keys else ""
+        return f"{where}importing {denied[1]!r} is not allowed (the {denied[2]!r} entry of the import-path denylist)."
     if kinds and values and keys:
-        return f"{prefix}{values[0]!r} is not {' or '.join(f'{_article(k)} {k}' for k in kinds)}."
+        expected = " or ".join(f"{'an' if k[0] in 'aeiouAEIOU' else 'a'} {k}" for k in dict.fromkeys(kinds))
+        return f"{prefix}: {values[0]!r} is not {expected}."
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     specific = [line for line in lines[1:] if re.search(r"not allowed|has no attribute|is not expected|subclass", line)]
     return " ".join(lines) if len(lines) <= 2 else f"{lines[0]} {specific[-1] if specific else lines[-1]}"
 
 
 def _parameters(class_path: str) -> dict[str, str]:
-    """A class's parameters and their types, as its signature says; the class is imported already (the parser
-    did, to check the value)."""
+    """A class's parameters and their types, as its signature says (the parser has imported the class already)."""
     module, _, name = class_path.rpartition(".")
-    found = getattr(sys.modules.get(module), name, None)
     try:
-        signature = inspect.signature(found) if found is not None else None
-    except (TypeError, ValueError):
-        signature = None
-    if signature is None:
+        parameters = inspect.signature(getattr(sys.modules[module], name)).parameters.values()
+    except (KeyError, AttributeError, TypeError, ValueError):
         return {}
-    plain = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     return {
         p.name: "" if p.annotation is p.empty else inspect.formatannotation(p.annotation)
-        for p in signature.parameters.values()
-        if p.kind not in plain and p.name != "params"  # an optimizer's params are the model's, not the config's
+        for p in parameters
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "params"  # an optimizer's are the model's
     }
 
 
@@ -125,12 +110,7 @@ def _nearest(name: str, names: dict[str, str], parent: str = "") -> str:
     """``did you mean 'channels' (list[int])?``, or the names there are."""
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     if close:
-        typed = f" ({names[close[0]]})" if names[close[0]] else ""
-        return f"did you mean '{parent}{close[0]}'{typed}?"
+        return f"did you mean '{parent}{close[0]}'{f' ({names[close[0]]})' if names[close[0]] else ''}?"
     if len(names) > 12:
         return f"none of its {len(names)} names is close (--help lists them)."
     return f"it takes {', '.join(names)}." if names else "it takes none."
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiouAEIOU" else "a"

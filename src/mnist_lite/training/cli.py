@@ -1,18 +1,17 @@
-"""fit, validate, test and predict: LightningCLI over the classifier and the MNIST DataModule.
-
-Extended only where LightningCLI documents it (``add_arguments_to_parser``, ``before_/after_instantiate_classes``,
-``before_/after_<subcommand>``, ``instantiate_trainer``, the parser and save-config kwargs), with one exception:
-``_parse_ckpt_path``, for the guarantee that a checkpoint chooses no code.
-"""
+"""fit, validate, test and predict: LightningCLI over the classifier and the MNIST DataModule, extended only where
+LightningCLI documents it (its hooks, ``parse_arguments``, ``instantiate_trainer``, the parser and its kwargs)."""
 
 import argparse
+import copy
 import itertools
+import logging
 import os
 import re
 import shlex
 import shutil
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,55 +22,49 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import disable_possible_user_warnings
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary import ModelSummary
 
 from mnist_lite import __version__
 from mnist_lite.boundaries import checkpoints, config_limits, files
 from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.errors import ConciseErrors, UserError, fail
-from mnist_lite.training import quiet
 from mnist_lite.training.callbacks import CSVPredictionWriter, EvaluationReport, KeepOnStop, Requeued, RequeueOnSignal
+from mnist_lite.training.checkpoint_io import SafeCheckpointIO
 from mnist_lite.training.datamodule import MNISTDataModule
 from mnist_lite.training.loggers import RunLogger
 from mnist_lite.training.module import MNISTClassifier
 
 # Import paths no config value may name, added to jsonargparse's own denylist (os, subprocess, builtins.exec, ...):
 # the loaders that would turn a file into code.
-DENIED_IMPORT_PATHS = [
-    "torch.hub",
-    "torch.load",
-    "torch.jit.load",
-    "torch.package",
-    "torch.utils.cpp_extension",
-    "numpy.load",
-    "lightning.pytorch.core.saving",
-]
-# Lightning's bar redraws after every step: 0.18 ms of each 6-12 ms step here. Every 20 steps (several redraws a
-# second) it costs 0.02 ms and still looks live (benchmarks/progress_bar.py). A bar in trainer.callbacks overrides it.
+DENIED_IMPORT_PATHS = ["torch.hub", "torch.load", "torch.jit.load", "torch.package", "torch.utils.cpp_extension"]
+DENIED_IMPORT_PATHS += ["numpy.load", "lightning.pytorch.core.saving"]
+# Lightning's bar redraws after every step; every 20 it still looks live (benchmarks/progress_bar.py). A bar in
+# trainer.callbacks overrides it.
 PROGRESS_REFRESH_STEPS = 20
-# One thread per process: on the 2-core machine it was the fastest when the machine was busy and 16% slower when
-# idle, and it makes a run's numbers independent of the load (benchmarks/threads.py).
+# One thread per process: a run's numbers do not depend on the machine's load (benchmarks/threads.py).
 THREADS = 1
 
 
 class ShortHelp(DefaultHelpFormatter):
-    """``--help`` in about two lines an option: its name, the first sentence of its help, its type and default.
-    (The full text of a class's options: ``--model.optimizer.help AdamW``; every value: ``--print_config``.)"""
+    """``--help`` in about two lines an option, 140 columns wide: its name, the first sentence of its help, its type
+    and default. (A class's full options: ``--model.optimizer.help AdamW``; every value: ``--print_config``.)"""
 
     def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("width", max(100, shutil.get_terminal_size().columns))
+        kwargs.setdefault("width", max(140, shutil.get_terminal_size().columns))
         kwargs.setdefault("max_help_position", 42)
         super().__init__(prog, *args, **kwargs)
 
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = re.sub(r"\s+", " ", super()._get_help_string(action).replace("``", "`"))
-        text = re.sub(r", known subclasses: [^)]*\)", ")", text)
-        described, _, typed = text.rpartition(" (type: ") if " (type: " in text else (text, "", "")
-        first = re.split(r"(?<![ (]e\.g)(?<![ (]i\.e)(?<=[a-z0-9)`])\. ", described, maxsplit=1)[0].rstrip(".")
-        return f"{first}." + (f" (type: {typed}" if typed else "")
-
-    def _format_action_invocation(self, action: argparse.Action) -> str:
-        return ", ".join(action.option_strings) or super()._format_action_invocation(action)
+    def add_argument(self, action: argparse.Action) -> None:
+        if action.help and action.help != argparse.SUPPRESS:
+            action = copy.copy(action)  # the parser's own stays whole
+            text = re.sub(r"\s+", " ", action.help.replace("``", "`"))
+            first = re.split(r"(?<![ (]e\.g)(?<![ (]i\.e)(?<=[a-z0-9)`])\. ", text, maxsplit=1)[0].rstrip(".")
+            action.help = f"{first}."
+            if action.nargs is None and len(action.option_strings) == 1:  # the help says its type: no metavar
+                action.metavar = ""
+        super().add_argument(action)
 
 
 class Parser(ConciseErrors, LightningArgumentParser):
@@ -86,9 +79,7 @@ class Parser(ConciseErrors, LightningArgumentParser):
 
 
 class DigitTrainer(Trainer):
-    """Lightning's Trainer; its limit_*_batches keep the type written there: 1 is one batch, 1.0 all of them.
-
-    Lightning annotates them ``float | int``, so a parser would read 1 as 1.0.
+    """Lightning's Trainer, whose ``limit_*_batches`` keep the type written: 1 is one batch, 1.0 all of them.
 
     Args:
         limit_train_batches: how many training batches (int) or which fraction of them (float) to run.
@@ -97,7 +88,7 @@ class DigitTrainer(Trainer):
         limit_predict_batches: the same for predict.
     """
 
-    def __init__(
+    def __init__(  # Lightning annotates them float | int, which a parser reads as a float first
         self,
         *,
         limit_train_batches: int | float | None = None,
@@ -106,13 +97,11 @@ class DigitTrainer(Trainer):
         limit_predict_batches: int | float | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            limit_train_batches=limit_train_batches,
-            limit_val_batches=limit_val_batches,
-            limit_test_batches=limit_test_batches,
-            limit_predict_batches=limit_predict_batches,
-            **kwargs,
-        )
+        limits = (limit_train_batches, limit_val_batches, limit_test_batches, limit_predict_batches)
+        super().__init__(**dict(zip(LIMITS, limits)), **kwargs)
+
+
+LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
 class MnistLiteCLI(LightningCLI):
@@ -137,47 +126,43 @@ class MnistLiteCLI(LightningCLI):
             }
         )
 
-    def _parse_ckpt_path(self) -> None:
-        """Lightning's own version hands a checkpoint's hyperparameters to jsonargparse as they are, which then
-        imports whatever they name. Here the checkpoint is read once, strictly (checkpoints.py), and only its network
-        is taken, for an evaluation; a resumed fit builds what its config names. Private in Lightning, and overridden
-        only for that (tests/test_trust.py)."""
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Then ``--ckpt_path`` is read once, strictly (checkpoints.py), and only its network taken, for an
+        evaluation. Lightning would hand its hyperparameters to the parser, which imports what they name: so the
+        path is hidden from Lightning until before_instantiate_classes (tests/test_trust.py)."""
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if subcommand is None:
-            return
-        config = self.config[subcommand]
-        given = config.get("ckpt_path")
+        given = self.config[subcommand].get("ckpt_path") if subcommand else None
         if given is None:
-            if subcommand != "fit":
+            if subcommand not in (None, "fit"):
                 raise UserError(
                     f"{subcommand} needs --ckpt_path: a checkpoint file, 'last' or 'best' (mnist-lite runs lists them)."
                 )
             return
         if subcommand == "fit" and given == "best":
             raise UserError("fit --ckpt_path best: fit resumes a run, from 'last' or a checkpoint file.")
-        path = runs.resolve_checkpoint(given, _log_root(config))
+        path = runs.resolve_checkpoint(given, _log_root(self.config[subcommand]))
         checkpoint = checkpoints.read(path)
-        net = config.model.get("net")
+        net = self.config[subcommand].model.get("net")
         if subcommand != "fit":  # an evaluation rebuilds the checkpoint's network; a resumed fit keeps the config's
             trusted = [net.class_path] if isinstance(net, Namespace) else []
             if spec := checkpoints.network_spec(checkpoint, path, trusted):
                 self.config = self.parser.parse_object({subcommand: {"model": {"net": spec}}}, self.config)
                 net = self.config[subcommand].model.get("net")
         checkpoints.check_network(net.as_dict() if isinstance(net, Namespace) else None, checkpoint, path)
-        config = self.config[subcommand]
-        config.ckpt_path = str(path)
+        self.config[subcommand].ckpt_path = None
         print(f"Checkpoint: {path}{checkpoints.describe(path, checkpoint)}", flush=True)
         self.checkpoint = (path, checkpoint)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.checkpoint is not None:
+            config.ckpt_path = str(self.checkpoint[0])
         torch.set_num_threads(config.threads)
         # Lightning's DDP launchers set cores // local processes unless OMP_NUM_THREADS is set: two torchrun nodes
         # on one 2-core host then ran two threads each, and spent a third of their CPU spinning in OpenMP's barrier.
         os.environ["OMP_NUM_THREADS"] = str(config.threads)
         _check_builds(config.model)
-        if self.subcommand not in (None, "fit"):
-            quiet.evaluation()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -195,14 +180,20 @@ class MnistLiteCLI(LightningCLI):
             path = self.checkpoint[0] if self.checkpoint else None
             self.trainer.logger.evaluate(path and runs.run_of(path), self.subcommand)
         io = self.trainer.strategy.checkpoint_io
-        if self.checkpoint is not None and hasattr(io, "preloaded"):
-            io.preloaded = self.checkpoint
+        if self.checkpoint is not None and isinstance(io, SafeCheckpointIO):
+            path, checkpoint = self.checkpoint
+            if self.subcommand != "fit":  # an evaluation takes the weights, never the state of the callbacks
+                checkpoint = {key: value for key, value in checkpoint.items() if key != "callbacks"}
+            io.preloaded = (path, checkpoint)
 
     def before_fit(self) -> None:
         if self.trainer.is_global_zero:
-            params = sum(p.numel() for p in self.model.parameters())
-            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-            print(f"{type(self.model.net).__name__}: {params:,} parameters, {trainable:,} trainable", flush=True)
+            counted = ModelSummary(self.model, max_depth=0)
+            print(
+                f"{type(self.model.net).__name__}: {counted.total_parameters:,} parameters, "
+                f"{counted.trainable_parameters:,} trainable",
+                flush=True,
+            )
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
@@ -264,22 +255,24 @@ def build(
     exit_on_error: bool = True,
     summaries: dict[str, str] | None = None,
 ) -> MnistLiteCLI:
-    """The LightningCLI behind fit, validate, test and predict; ``run=False`` only builds the trainer, model and
-    data (no subcommand in ``args``). ``callbacks`` are added to the Trainer's (the sweep's); with
-    ``exit_on_error=False`` a bad argument raises ``argparse.ArgumentError`` instead of exiting; ``summaries``
-    describe the subcommands in their --help."""
+    """The LightningCLI behind fit, validate, test and predict.
+
+    Args:
+        args: the command line after ``mnist-lite``; with ``run=False``, without the subcommand.
+        run: run the subcommand; ``False`` only builds the trainer, model and data.
+        callbacks: added to the Trainer's (the sweep's).
+        exit_on_error: ``False``: a bad argument raises ``argparse.ArgumentError`` instead of exiting.
+        summaries: the subcommands' descriptions, for their --help.
+    """
     config_limits.install()
     set_parsing_settings(import_path_denylist=DENIED_IMPORT_PATHS)  # also turns jsonargparse's policy on
     header = [f"mnist-lite {shlex.join(args)}"[:10_000]] if run else []  # a run's config.yaml: what made it
     header.append(f"mnist-lite=={__version__}")
     common = {"exit_on_error": exit_on_error, "dump_header": header, "formatter_class": ShortHelp}
     cli_class = _cli_class(args[0] if args else None)
+    usage = "mnist-lite {} [--config FILE] [--KEY VALUE ...]"
     per_subcommand = {
-        name: {
-            **common,
-            "description": (summaries or {}).get(name),
-            "usage": f"mnist-lite {name} [--config FILE] [--KEY VALUE ...]",
-        }
+        name: {**common, "description": (summaries or {}).get(name), "usage": usage.format(name)}
         for name in cli_class.subcommands()
     }
     return cli_class(
@@ -298,8 +291,8 @@ def build(
 
 
 def _cli_class(subcommand: str | None) -> type[MnistLiteCLI]:
-    """LightningCLI builds a parser for each subcommand it lists (about 0.15 s each), and a command runs one: this
-    lists only the one named, if any (with none, ``run=False``, it lists them all)."""
+    """LightningCLI builds a parser for each subcommand it lists, and a command runs one: this lists only the one
+    named, if any (with none, ``run=False``, it lists them all)."""
     every = LightningCLI.subcommands()
     if subcommand is None or subcommand not in every:
         return MnistLiteCLI
@@ -317,22 +310,15 @@ def check_config_files(args: list[str]) -> None:
     """Every config file named on the command line is a regular file: jsonargparse would open a FIFO and wait
     forever, and read a device without end."""
     groups = ("--config", "-c", "--trainer", "--model", "--data", "--checkpoint", "--predictions", "--report")
-    for option, value in itertools.pairwise(args):
-        if option in groups:
-            _check_config_file(option, value)
-    for arg in args:
-        option, equals, value = arg.partition("=")
-        if equals and option in groups:
-            _check_config_file(option, value)
-
-
-def _check_config_file(option: str, value: str) -> None:
-    try:
-        files.check_regular(value)
-    except FileNotFoundError:
-        return  # jsonargparse says so, or takes the value as inline YAML
-    except OSError as e:
-        raise UserError(f"{option} {value}: {e}. Pass a YAML file.") from None
+    given = [(o, v) for o, v in itertools.pairwise(args) if o in groups]
+    given += [(o, v) for o, equals, v in (a.partition("=") for a in args) if equals and o in groups]
+    for option, value in given:
+        try:
+            files.check_regular(value)
+        except FileNotFoundError:
+            continue  # jsonargparse says so, or takes the value as inline YAML
+        except OSError as e:
+            raise UserError(f"{option} {value}: {e}. Pass a YAML file.") from None
 
 
 def complete_srun_environment() -> None:
@@ -351,9 +337,18 @@ def complete_srun_environment() -> None:
     os.environ["SLURM_NTASKS_PER_NODE"] = even.group(1)
 
 
+def quiet() -> None:
+    """Lightning's console lines through its documented switches: its INFO log (the accelerators, an advert, the
+    seed) and its hints (``PossibleUserWarning``) are noise for this command; its warnings still show."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    disable_possible_user_warnings()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="lightning")  # torch's, on Lightning's own code
+
+
 def main(args: list[str], summaries: dict[str, str]) -> None:
     """``mnist-lite fit|validate|test|predict ARGS``: bad input is a line on stderr and a non-zero exit."""
-    quiet.install()
+    quiet()
     keeper = KeepOnStop()
     try:
         complete_srun_environment()
