@@ -1,79 +1,59 @@
-"""The nine augmentations: one registry of showcase transforms and their batched training-time counterparts.
+"""The nine augmentations: each one function that gives every image of a batch its own random parameters, and
+the parameters it is drawn at, each range closed to one value, for the picture (``mnist-lite augment``).
 
-Each entry pairs a deterministic ``showcase`` transform (torchvision.transforms.v2.functional, used for the
-picture and the tests) with a ``random`` version that gives every image of a batch its own parameters.
-The random versions are written here because torchvision's v2 transforms draw one set of parameters per call:
-per-sample parameters would mean one call per image, about 10 s per epoch of 60k images on 2 cores, against
-about 1 s for one batched ``affine_grid``/``grid_sample`` (benchmarks/augmentation.py).
-
-All functions take and return float images in [0, 1] shaped (N, 1, 28, 28) (showcase ones also (1, 28, 28)).
-The random parameters are drawn on the CPU, from the CPU generator, and moved to the images' device: a batch on
-a GPU gets the same draws as on the CPU.
+Written here because torchvision's v2 transforms draw one set of parameters per call (one call per image), and
+kornia's batched ones cost several times more per batch (docs/architecture.md, benchmarks/augmentation.py).
+All take and return float images in [0, 1] shaped (N, 1, 28, 28). The random parameters are drawn on the CPU, from
+the CPU generator, and moved to the images' device: a batch on a GPU gets the same draws as on the CPU.
 """
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Generator, Tensor
 from torch.nn import functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from mnist_lite.errors import UserError
 
 Range = tuple[float, float]
 
 
-def _uniform(n: int, low: float, high: float, generator: Generator | None) -> Tensor:
+def _draw(n: int, bounds: float | Range, generator: Generator | None) -> Tensor:
+    """``n`` values from U(low, high); one number ``b`` means U(-b, b)."""
+    low, high = (-bounds, bounds) if isinstance(bounds, int | float) else bounds
     return torch.empty(n).uniform_(low, high, generator=generator)
-
-
-def _symmetric(n: int, bound: float, generator: Generator | None) -> Tensor:
-    return _uniform(n, -bound, bound, generator)
 
 
 def warp(x: Tensor, degrees: Tensor, translate: Tensor, scale: Tensor, shear: Tensor) -> Tensor:
     """One ``grid_sample`` for the whole batch, each image with its own rotation, shift, scale and shear."""
     a, s = torch.deg2rad(-degrees), torch.deg2rad(shear)  # positive turns counter-clockwise, as TF.rotate
     # Forward map: rotate, then shear along x, then scale (translation is in [-1, 1] grid units).
-    forward = torch.stack(
-        [
-            torch.stack([torch.cos(a), -torch.sin(a + s)], -1),
-            torch.stack([torch.sin(a), torch.cos(a + s)], -1),
-        ],
-        -2,
-    ) * scale.view(-1, 1, 1)
-    inverse = torch.linalg.inv(forward)  # affine_grid maps output pixels back to input pixels
+    rows = [torch.stack([torch.cos(a), -torch.sin(a + s)], -1), torch.stack([torch.sin(a), torch.cos(a + s)], -1)]
+    inverse = torch.linalg.inv(torch.stack(rows, -2) * scale.view(-1, 1, 1))  # affine_grid maps output to input
     theta = torch.cat([inverse, -(inverse @ translate.unsqueeze(-1))], -1)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
-def random_rotation(x: Tensor, generator: Generator | None = None, degrees: float = 30.0) -> Tensor:
-    n = len(x)
-    zeros = torch.zeros(n)
-    return warp(x, _symmetric(n, degrees, generator), torch.zeros(n, 2), torch.ones(n), zeros)
-
-
 def random_affine(
     x: Tensor,
     generator: Generator | None = None,
-    degrees: float = 15.0,
-    translate: float = 0.1,
+    degrees: float | Range = 15.0,
+    translate: float | Range = 0.1,
     scale: Range = (0.9, 1.1),
-    shear: float = 10.0,
+    shear: float | Range = 10.0,
 ) -> Tensor:
     n = len(x)
-    shift = _symmetric(2 * n, 2 * translate, generator).view(n, 2)  # a fraction of the size is 2x in grid units
-    return warp(
-        x,
-        _symmetric(n, degrees, generator),
-        shift,
-        _uniform(n, *scale, generator),
-        _symmetric(n, shear, generator),
-    )
+    angle = _draw(n, degrees, generator)
+    shift = 2 * _draw(2 * n, translate, generator).view(n, 2)  # a fraction of the size is 2x in grid units
+    return warp(x, angle, shift, _draw(n, scale, generator), _draw(n, shear, generator))
+
+
+def random_rotation(x: Tensor, generator: Generator | None = None, degrees: float | Range = 30.0) -> Tensor:
+    return random_affine(x, generator, degrees, 0.0, (1.0, 1.0), 0.0)
 
 
 def _random_flip(x: Tensor, generator: Generator | None, p: float, dim: int) -> Tensor:
@@ -89,55 +69,64 @@ def random_vflip(x: Tensor, generator: Generator | None = None, p: float = 0.5) 
     return _random_flip(x, generator, p, -2)
 
 
+def _factors(x: Tensor, factor: Range, generator: Generator | None) -> Tensor:
+    return _draw(len(x), factor, generator).view(-1, 1, 1, 1).to(x.device)
+
+
 def random_brightness(x: Tensor, generator: Generator | None = None, factor: Range = (0.5, 1.5)) -> Tensor:
-    return (x * _uniform(len(x), *factor, generator).view(-1, 1, 1, 1).to(x.device)).clamp_(0, 1)
+    return (x * _factors(x, factor, generator)).clamp_(0, 1)
 
 
 def random_contrast(x: Tensor, generator: Generator | None = None, factor: Range = (0.5, 1.5)) -> Tensor:
-    f = _uniform(len(x), *factor, generator).view(-1, 1, 1, 1).to(x.device)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)  # as TF.adjust_contrast blends with the grey mean
-    return (f * x + (1 - f) * mean).clamp_(0, 1)
+    f, mean = _factors(x, factor, generator), x.mean(dim=(1, 2, 3), keepdim=True)
+    return (f * x + (1 - f) * mean).clamp_(0, 1)  # as TF.adjust_contrast, a blend with the grey mean
 
 
 def random_gaussian_blur(x: Tensor, generator: Generator | None = None, sigma: Range = (0.1, 1.0)) -> Tensor:
     n = len(x)
-    s = _uniform(n, *sigma, generator).view(n, 1)
-    taps = torch.exp(-torch.tensor([-1.0, 0.0, 1.0]).square() / (2 * s.square()))
+    taps = torch.exp(-torch.tensor([-1.0, 0.0, 1.0]).square() / (2 * _draw(n, sigma, generator).view(n, 1) ** 2))
     taps = taps / taps.sum(1, keepdim=True)
     kernels = (taps.unsqueeze(2) * taps.unsqueeze(1)).unsqueeze(1)  # (N, 1, 3, 3), one per image
     padded = F.pad(x.view(1, n, 28, 28), (1, 1, 1, 1), mode="reflect")  # as TF.gaussian_blur pads
     return F.conv2d(padded, kernels.to(x.device), groups=n).view_as(x)
 
 
+def _original(x: Tensor, generator: Generator | None = None) -> Tensor:
+    return x
+
+
 @dataclass(frozen=True)
 class Augmentation:
-    showcase: Callable[[Tensor], Tensor]
     random: Callable[..., Tensor]
-    label_preserving: bool = True
-    params: dict[str, Any] = field(default_factory=dict)  # the random version's defaults, for its docs
+    shown: dict[str, Any]  # the picture's parameters
 
-    def __post_init__(self) -> None:
-        signature = inspect.signature(self.random).parameters
-        object.__setattr__(self, "params", {k: p.default for k, p in signature.items() if k not in ("x", "generator")})
+    @property
+    def params(self) -> dict[str, Any]:
+        """The random version's parameters and their defaults."""
+        signature = inspect.signature(self.random).parameters.items()
+        return {k: p.default for k, p in signature if k not in ("x", "generator")}
+
+    def showcase(self, image: Tensor) -> Tensor:
+        """At the picture's parameters, on one image (1, 28, 28); a generator of its own leaves the global one be."""
+        return self.random(image[None], torch.Generator(), **self.shown)[0]
 
 
-# A shift of 10% of 28 px, as RandomAffine(translate=(0.1, 0.1)) would make it.
-_SHIFT = 0.1 * 28
+def _rotation_45(x: Tensor, generator: Generator | None = None, degrees: float | Range = 45.0) -> Tensor:
+    return random_rotation(x, generator, degrees)
+
 
 REGISTRY: dict[str, Augmentation] = {
-    "original": Augmentation(lambda x: x, lambda x, generator=None: x),
-    "rotation_30": Augmentation(lambda x: TF.rotate(x, 30), random_rotation),
-    "rotation_45": Augmentation(
-        lambda x: TF.rotate(x, 45), lambda x, generator=None, degrees=45.0: random_rotation(x, generator, degrees)
+    "original": Augmentation(_original, {}),
+    "rotation_30": Augmentation(random_rotation, {"degrees": (30, 30)}),
+    "rotation_45": Augmentation(_rotation_45, {"degrees": (45, 45)}),
+    "hflip": Augmentation(random_hflip, {"p": 1}),
+    "vflip": Augmentation(random_vflip, {"p": 1}),
+    "affine": Augmentation(  # turned 15 degrees clockwise, as the seed's picture (torchvision's affine) was
+        random_affine, {"degrees": (-15, -15), "translate": (0.1, 0.1), "scale": (0.9, 0.9), "shear": (10, 10)}
     ),
-    "hflip": Augmentation(TF.horizontal_flip, random_hflip, label_preserving=False),
-    "vflip": Augmentation(TF.vertical_flip, random_vflip, label_preserving=False),
-    "affine": Augmentation(
-        lambda x: TF.affine(x, angle=15, translate=[_SHIFT, _SHIFT], scale=0.9, shear=[10.0, 0.0]), random_affine
-    ),
-    "brightness": Augmentation(lambda x: TF.adjust_brightness(x, 1.5), random_brightness),
-    "contrast": Augmentation(lambda x: TF.adjust_contrast(x, 1.5), random_contrast),
-    "gaussian_blur": Augmentation(lambda x: TF.gaussian_blur(x, [3, 3], [0.5, 0.5]), random_gaussian_blur),
+    "brightness": Augmentation(random_brightness, {"factor": (1.5, 1.5)}),
+    "contrast": Augmentation(random_contrast, {"factor": (1.5, 1.5)}),
+    "gaussian_blur": Augmentation(random_gaussian_blur, {"sigma": (0.5, 0.5)}),
 }
 
 
