@@ -11,7 +11,7 @@ import pytest
 
 from mnist_lite.cli import main
 
-from helpers import TINY, fails, fit_args, run_folder
+from helpers import TINY, fails, fit_args, run_folder, tiny_fit
 
 
 def _is_png(path: Path, min_side: int = 300) -> bool:
@@ -49,18 +49,56 @@ def test_curves_plots_a_runs_metrics(data_dir: Path, in_tmp: Path, capsys) -> No
     assert _is_png(in_tmp / "lightning_logs" / "version_0" / "learning_curves.png")
 
 
+TRAIN = "train, per logged step: raw (faint) and smoothed"  # the label of the smoothed training curve
+
+
 def test_curves_draw_lines_within_one_epoch_and_say_what_the_loss_includes() -> None:
     from mnist_lite.training import figures
 
-    rows = [{"step": str(s), "train_loss": "0.5", "train_acc": "0.9"} for s in range(49, 860, 50)]
-    rows.append(
-        {"step": "859", "val_loss": "0.1", "val_acc": "0.98", "train_loss_epoch": "0.5", "train_acc_epoch": "0.9"}
-    )
+    rows = [{"step": s, "train_loss": 0.5, "train_acc": 0.9} for s in range(49, 860, 50)]
+    rows.append({"step": 859, "val_loss": 0.1, "val_acc": 0.98, "train_loss_epoch": 0.5, "train_acc_epoch": 0.9})
     fig = figures.learning_curves(rows, label_smoothing=0.05)
     acc_ax = fig.axes[1]
     per_step = {line.get_label(): np.asarray(line.get_xdata()).size for line in acc_ax.lines}
-    assert per_step["train accuracy (batch, per logged step)"] == 17  # 860 steps / 50: a line, not one dot
+    assert per_step[TRAIN] == 17  # 860 steps / 50: a line, not one dot
     assert "label smoothing (0.05)" in fig.get_suptitle()
+
+
+def test_curves_smooth_the_training_curve_before_its_faint_raw_points_with_the_legend_off_the_data() -> None:
+    from mnist_lite.training import figures
+
+    noise = np.random.default_rng(0).normal(0, 0.1, 100)
+    rows = [
+        {"step": 10 * i, "train_loss": 1 - i / 200 + n, "train_acc": 0.5 + i / 400 + n} for i, n in enumerate(noise)
+    ]
+    rows.append({"step": 999, "val_loss": 0.4, "val_acc": 0.8})
+    fig = figures.learning_curves(rows)
+    fig.draw_without_rendering()
+    (legend,) = fig.legends
+    for ax, metric in zip(fig.axes, ("train_loss", "train_acc")):
+        raw = np.array([row[metric] for row in rows if metric in row])
+        (smooth,) = [line for line in ax.lines if line.get_label() == TRAIN]
+        (faint,) = [line for line in ax.lines if (line.get_alpha() or 1) < 0.5]
+        assert np.array_equal(faint.get_ydata(), raw) and np.array_equal(faint.get_xdata(), smooth.get_xdata())
+        wiggle = [np.abs(np.diff(values)).mean() for values in (smooth.get_ydata(), raw)]
+        assert wiggle[0] < wiggle[1] / 4 and abs(np.mean(smooth.get_ydata() - raw)) < 0.02  # smoother, not shifted
+        assert ax.get_legend() is None and not legend.get_window_extent().overlaps(ax.get_window_extent())
+
+
+def test_curves_of_a_resumed_run_draw_the_whole_history_once(data_dir: Path, in_tmp: Path, capsys, monkeypatch) -> None:
+    from mnist_lite.training import figures
+
+    first = tiny_fit(data_dir, "--trainer.log_every_n_steps=1")
+    resumed = tiny_fit(data_dir, "--trainer.log_every_n_steps=1", "--trainer.max_epochs=2", "--ckpt_path=last")
+    drawn = []
+    draw = figures.learning_curves
+    monkeypatch.setattr(figures, "learning_curves", lambda *args: drawn.append(args) or draw(*args))
+    main(["curves", "--log_dir", str(resumed)])
+    assert capsys.readouterr().out.endswith(f"Wrote {resumed / 'learning_curves.png'}\n")
+    rows, _, resumed_at = drawn[0]
+    assert [row["step"] for row in rows if "train_loss" in row] == list(range(10))  # 5 steps in each run
+    assert resumed_at == [5] and first != resumed
+    assert _is_png(resumed / "learning_curves.png")
 
 
 def test_curves_without_a_log_is_a_clear_error(in_tmp: Path, capsys) -> None:

@@ -12,9 +12,20 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.cli import main
+from mnist_lite.commands.runs import COLUMNS
 from mnist_lite.training.loggers import RunLogger
 
-from helpers import CPU, TINY, fails, fit_args, tiny_fit
+from helpers import CPU, TINY, fails, fit_args, predict_args, tiny_fit
+
+
+def _fails_with_output(args: list[str], capsys) -> tuple[str, str]:
+    """``main(args)``, which must exit non-zero: its stdout and stderr (``fails`` keeps only stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code not in (0, None)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.out, captured.err
 
 
 def test_each_fit_claims_a_new_version_folder_and_says_so(in_tmp: Path, data_dir: Path, capsys) -> None:
@@ -47,9 +58,9 @@ def test_only_global_rank_zero_claims_a_folder(rank: int, tmp_path: Path, monkey
 def test_a_command_that_fails_before_its_work_keeps_no_folder_and_prints_none(
     args: list[str], expected: str, in_tmp: Path, data_dir: Path, capsys
 ) -> None:
-    err = fails([*args, "--config", str(TINY), f"--data.data_dir={data_dir}"], capsys)
+    out, err = _fails_with_output([*args, "--config", str(TINY), f"--data.data_dir={data_dir}"], capsys)
     assert expected in err
-    assert "Run folder" not in capsys.readouterr().out
+    assert "Run folder" not in out
     assert not Path("lightning_logs").exists()
 
 
@@ -57,9 +68,26 @@ def test_a_fit_that_fails_once_started_leaves_no_empty_folder(in_tmp: Path, data
     """A resume whose schedule cannot continue is found only once the trainer knows its step count."""
     one_cycle = ["fit", "--config", str(CPU), "--config", str(TINY), f"--data.data_dir={data_dir}"]
     main(one_cycle)
-    err = fails([*one_cycle, "--trainer.max_epochs=2", "--ckpt_path=last"], capsys)
+    out, err = _fails_with_output([*one_cycle, "--trainer.max_epochs=2", "--ckpt_path=last"], capsys)
     assert "the resumed run's schedule was built for 5 steps and this run has 10" in err
     assert sorted(p.name for p in Path("lightning_logs").iterdir()) == ["version_0"]
+    _says_it_removed_each_folder_it_named_and_did_not_keep(out)
+
+
+def _says_it_removed_each_folder_it_named_and_did_not_keep(out: str) -> None:
+    named = [Path(line.split(": ", 1)[1]) for line in out.splitlines() if line.startswith("Run folder: ")]
+    for folder in named:
+        assert folder.is_dir() or f"Removed {folder}: the command stopped before writing anything" in out, out
+
+
+def test_a_predict_that_fails_on_its_data_says_it_removed_the_folder_it_named(
+    tiny_checkpoint: Path, in_tmp: Path, capsys
+) -> None:
+    """predict claims its folder before it looks at its data, so the folder it named is gone when the data is bad."""
+    out, err = _fails_with_output(predict_args(tiny_checkpoint, in_tmp / "missing"), capsys)
+    assert "missing does not exist" in err
+    assert not (tiny_checkpoint.parents[1] / "predict").exists()
+    _says_it_removed_each_folder_it_named_and_did_not_keep(out)
 
 
 def test_evaluations_write_into_the_run_they_evaluate(tiny_run: Path, data_dir: Path, capsys) -> None:
@@ -77,7 +105,7 @@ def two_runs(in_tmp: Path, data_dir: Path) -> tuple[Path, Path]:
     """version_0, the better model (5 steps), then version_1, the newest and worse one (1 step)."""
     better = tiny_fit(data_dir)
     worse = tiny_fit(data_dir, "--trainer.limit_train_batches=1", "--model.optimizer.init_args.lr=0.0001")
-    newest, older = (run.val_acc for run in runs.find_runs())  # newest first: version_1, then version_0
+    newest, older = (run["val_acc"] for run in runs.find_runs())  # newest first: version_1, then version_0
     assert newest is not None and older is not None and newest < older
     return better, worse
 
@@ -91,6 +119,16 @@ def test_last_is_the_newest_runs_and_best_the_highest_val_acc_of_any_run(two_run
     main(["test", "--config", str(TINY), "--ckpt_path", "best", f"--data.data_dir={data_dir}"])
     val_acc = runs.score(best)
     assert f"Checkpoint: {best} (run {better}, val_acc {val_acc:.4f})\n" in capsys.readouterr().out
+
+
+def _table(out: str) -> dict[str, dict[str, str]]:
+    """``mnist-lite runs``' table: each run's cells by column, cut where the header's columns start."""
+    header, *rows = out.splitlines()
+    assert header.split() == list(COLUMNS)
+    starts = [header.index(column) for column in COLUMNS]
+    return {
+        row.split()[0]: {c: row[a:b].strip() for c, a, b in zip(COLUMNS, starts, [*starts[1:], None])} for row in rows
+    }
 
 
 def test_runs_lists_every_run_newest_first_and_sorts_by_any_column(two_runs, data_dir: Path, capsys) -> None:
@@ -107,25 +145,64 @@ def test_runs_lists_every_run_newest_first_and_sorts_by_any_column(two_runs, dat
     )
     capsys.readouterr()
     main(["runs"])
-    lines = capsys.readouterr().out.splitlines()
-    header = ["run", "started", "configs", "parameters", "epochs", "val_acc", "test_acc", "checkpoints"]
-    assert lines[0].split() == header
-    assert " 13,266 " in lines[1]  # the network of configs/cpu.yaml, as fit logged it
-    assert [line.split()[0] for line in lines[1:]] == [str(worse), str(better)]
-    assert str(TINY) in lines[1] and "last.ckpt" in lines[1]
-    assert len(lines[2].split()) == len(lines[1].split()) + 1  # only the better run has a test_acc
+    out = capsys.readouterr().out
+    table = _table(out)
+    assert list(table) == [str(worse), str(better)]
+    assert table[str(worse)]["parameters"] == "13,266"  # the network of configs/cpu.yaml, as fit logged it
+    assert table[str(worse)]["configs"] == str(TINY) and "last.ckpt" in table[str(worse)]["checkpoints"]
+    assert table[str(worse)]["test_acc"] == "" and float(table[str(better)]["test_acc"]) > 0  # only better's tested
     main(["runs", "--sort", "val_acc"])
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == [str(better), str(worse)]
+    assert list(_table(capsys.readouterr().out)) == [str(better), str(worse)]
 
 
 def test_runs_without_runs_says_how_to_make_one(in_tmp: Path, capsys) -> None:
     assert "no runs under lightning_logs" in fails(["runs"], capsys)
 
 
+def test_runs_shows_what_each_command_line_set_and_the_run_a_resume_went_on_from(
+    in_tmp: Path, data_dir: Path, capsys
+) -> None:
+    first = tiny_fit(data_dir, "--data.batch_size=16", "--model.optimizer.init_args.lr=0.02")
+    resumed = tiny_fit(data_dir, "--data.batch_size=16", "--trainer.max_epochs=2", "--ckpt_path=last")
+    capsys.readouterr()
+    main(["runs", "--full"])
+    full = _table(capsys.readouterr().out)
+    set_first = f"data.data_dir={data_dir} data.batch_size=16 model.optimizer.init_args.lr=0.02"
+    assert full[str(first)]["overrides"] == set_first and full[str(first)]["resumed"] == ""
+    assert full[str(resumed)]["overrides"] == f"data.data_dir={data_dir} data.batch_size=16 trainer.max_epochs=2"
+    assert full[str(resumed)]["resumed"] == str(first)  # --ckpt_path=last, as it was when the resume started
+    main(["runs"])
+    short = _table(capsys.readouterr().out)[str(first)]["overrides"]
+    assert len(short) == 40 and short.endswith("…") and set_first.startswith(short[:-1])
+
+
+def test_runs_help_says_where_the_whole_command_is(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["runs", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--full" in help_text and "The whole command is the first line of the run's config.yaml" in help_text
+
+
+def _resuming(root: Path, name: str, parent: str) -> Path:
+    """A run whose saved config resumed from ``<root>/<parent>``'s last checkpoint."""
+    return _run(root, name, config=f"ckpt_path: {root / parent / 'checkpoints' / 'last.ckpt'}\n")
+
+
+def test_a_runs_history_follows_its_resumes_each_run_once_and_at_most_max_history(tmp_path: Path, capsys) -> None:
+    first, second = _resuming(tmp_path, "version_0", "version_1"), _resuming(tmp_path, "version_1", "version_0")
+    assert runs.history(first) == [second, first]  # each resumed the other: followed once each
+    chain = [_run(tmp_path / "long", "version_0")]
+    chain += [_resuming(tmp_path / "long", f"version_{i}", f"version_{i - 1}") for i in range(1, 3 * runs.MAX_HISTORY)]
+    assert runs.history(chain[-1]) == chain[-runs.MAX_HISTORY :]
+    main(["curves", "--log_dir", str(first)])  # the loop drawn once
+    assert capsys.readouterr().out == f"Wrote {first / 'learning_curves.png'}\n"
+
+
 # A run folder is data: on a shared filesystem, anyone may have written it. Each case below once hung `runs` or
 # `curves`, grew it to gigabytes, or ended it in a traceback; now its file is an "unreadable" cell (runs) or one
 # line (curves), and the run beside it is listed as before.
 METRICS_COLUMNS = {"parameters", "val_acc", "epochs"}  # the columns read from metrics.csv
+CONFIG_COLUMNS = {"configs", "overrides", "resumed"}  # the columns read from config.yaml
 GOOD_CONFIG = "# mnist-lite fit --config configs/cpu.yaml\nmodel:\n  label_smoothing: 0.05\n"
 GOOD_METRICS = "epoch,step,train_loss,val_acc\n0,1,0.5,\n0,2,0.4,\n0,2,,0.5\n"
 
@@ -152,14 +229,14 @@ def _big_metrics(path: Path) -> None:
 
 
 PLANTED_IN_RUNS = {  # case: (file, what replaces it, the columns that become unreadable)
-    "fifo-config": ("config.yaml", os.mkfifo, {"configs"}),
+    "fifo-config": ("config.yaml", os.mkfifo, CONFIG_COLUMNS),
     "fifo-metrics": ("metrics.csv", os.mkfifo, METRICS_COLUMNS),
     "fifo-test-metrics": ("test/metrics.csv", os.mkfifo, {"test_acc"}),
-    "config-links-to-dev-zero": ("config.yaml", lambda p: p.symlink_to("/dev/zero"), {"configs"}),
+    "config-links-to-dev-zero": ("config.yaml", lambda p: p.symlink_to("/dev/zero"), CONFIG_COLUMNS),
     "metrics-of-96-mb": ("metrics.csv", _big_metrics, METRICS_COLUMNS),
-    "config-not-utf8": ("config.yaml", lambda p: p.write_bytes(b"# mnist-lite fit \xff\xfe\n"), {"configs"}),
+    "config-not-utf8": ("config.yaml", lambda p: p.write_bytes(b"# mnist-lite fit \xff\xfe\n"), CONFIG_COLUMNS),
     "val-acc-abc": ("metrics.csv", lambda p: p.write_text("epoch,step,val_acc\n0,9,abc\n"), METRICS_COLUMNS),
-    "a-folder-named-config": ("config.yaml", Path.mkdir, {"configs"}),
+    "a-folder-named-config": ("config.yaml", Path.mkdir, CONFIG_COLUMNS),
 }
 
 
@@ -185,12 +262,7 @@ def test_runs_lists_a_run_whose_files_are_hostile_as_unreadable_cells(case: str,
     _replace(bad / name, plant)
     listed = _mnist_lite("runs", "--log_dir", str(tmp_path))
     assert listed.returncode == 0 and listed.stderr == "", listed.stderr[-2000:]
-    header, *rows = listed.stdout.splitlines()
-    starts = [header.index(column) for column in runs.Run.COLUMNS]
-    cells = {
-        row.split()[0]: {c: row[a:b].strip() for c, a, b in zip(runs.Run.COLUMNS, starts, [*starts[1:], None])}
-        for row in rows
-    }
+    cells = _table(listed.stdout)
     assert {c for c, value in cells[str(bad)].items() if value == "unreadable"} == unreadable
     assert cells[str(good)]["configs"] == "configs/cpu.yaml" and cells[str(good)]["val_acc"] == "0.5000"
     if "test_acc" not in unreadable:
@@ -209,9 +281,12 @@ def test_a_checkpoint_name_that_holds_no_number_is_never_the_best(tmp_path: Path
 def test_runs_shows_control_characters_in_names_as_escapes(tmp_path: Path) -> None:
     folder = _run(tmp_path, "version_\x1b[2J")
     (folder / "checkpoints" / "\x1b]0;owned\x07.ckpt").write_bytes(b"")
-    listed = _mnist_lite("runs", "--log_dir", str(tmp_path))
+    _run(tmp_path, "version_1", config="# mnist-lite fit --trainer.x=\x1b[1m\n")
+    _run(tmp_path, "version_2", config='ckpt_path: "elsewhere/\\e[3m/checkpoints/last.ckpt"\n')  # YAML's escape
+    listed = _mnist_lite("runs", "--log_dir", str(tmp_path), "--full")
     assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout
     assert "version_\\x1b[2J" in listed.stdout and "\\x1b]0;owned\\x07.ckpt" in listed.stdout
+    assert "trainer.x=\\x1b[1m" in listed.stdout and "elsewhere/\\x1b[3m" in listed.stdout
 
 
 @pytest.mark.parametrize("args", [["runs", "--log_dir", "{log_dir}"], ["fit", "--help"], ["--help"]])

@@ -1,29 +1,21 @@
-"""Run folders: claiming one for each command, and finding runs, their results and their checkpoints again.
-
-Each ``fit`` writes into ``<logs>/version_N``; ``validate``, ``test`` and ``predict`` into ``<run>/<command>``
-(then ``<command>_1``, ...) inside the run whose checkpoint they evaluate. A folder is claimed with ``mkdir``,
-which fails when it exists, so runs started at the same moment in the same place never share one. Plain files
-only: no torch, no Lightning.
-
-What a run folder holds is data: the folder may be on a shared filesystem, written by anyone. So every read of one
-goes through the readers below, and `runs`, `curves` and ``--ckpt_path best|last`` read runs through them alone:
-regular files only, opened without blocking (``files.open_for_reading``), refused above a size cap before they are
-read, UTF-8; a value that does not parse makes its cell ``unreadable`` (one bad folder never fails a listing); a
-name that does not parse is skipped.
-"""
+"""Run folders: claiming one for each command (with ``mkdir``, so runs started together never share one), and
+finding runs, their results, checkpoints and the runs they resumed. A run folder is data (on a shared filesystem,
+anyone may have written it): `runs`, `curves` and ``--ckpt_path best|last`` read it through the readers here alone,
+regular files under a size cap, UTF-8; a value that does not parse is ``unreadable`` (one bad folder never fails a
+listing), a name that does not parse is skipped. No torch, no Lightning."""
 
 import csv
 import functools
 import io
 import math
+import os
 import re
 import shlex
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -35,12 +27,13 @@ CONFIG_HEADER = "# mnist-lite "  # the first line of every run's config.yaml: th
 _SCORE = re.compile(r"val_acc=(\d+(?:\.\d+)?)(?:-v\d+)?\.ckpt$")  # a number: 1.2.3 is no score
 MAX_CONFIG_BYTES = 1_000_000  # a run's config.yaml is a few kB
 MAX_METRICS_BYTES = 16_000_000  # a metrics.csv of 100 epochs logged at every step is about 8 MB
+MAX_HISTORY = 10  # runs followed back through their resumes: each may hold a metrics.csv of MAX_METRICS_BYTES
 UNREADABLE = "unreadable"  # the cell of a value its file does not give
-T = TypeVar("T")
 CKPT_HELP = (
     "a .ckpt file; 'last' for the newest run's last checkpoint; 'best' for the checkpoint with the highest "
     "val_acc in any run under the log folder (mnist-lite runs lists them)"
 )
+_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML has it: safe, and bounds nesting
 
 
 def claim(parent: Path, stem: str, numbered: bool) -> Path:
@@ -48,22 +41,19 @@ def claim(parent: Path, stem: str, numbered: bool) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         taken = [int(m.group(1)) for p in parent.iterdir() if (m := re.fullmatch(rf"{re.escape(stem)}_(\d+)", p.name))]
+        index = max(taken, default=-1) + 1 if numbered else None
+        while True:
+            name = stem if index is None else f"{stem}_{index}"
+            try:
+                (parent / name).mkdir()
+                return parent / name
+            except FileExistsError:
+                index = 1 if index is None else index + 1
     except OSError as e:
+        where = files.printable(e.filename or parent)
         raise UserError(
-            f"cannot create {parent}: {e.strerror}. Log elsewhere (trainer.logger.init_args.save_dir)."
+            f"cannot create {where}: {e.strerror}. Log elsewhere (trainer.logger.init_args.save_dir)."
         ) from None
-    index = max(taken, default=-1) + 1 if numbered else None
-    while True:
-        name = stem if index is None else f"{stem}_{index}"
-        try:
-            (parent / name).mkdir()
-            return parent / name
-        except FileExistsError:
-            index = 1 if index is None else index + 1
-        except OSError as e:
-            raise UserError(
-                f"cannot create {parent / name}: {e.strerror}. Log elsewhere (trainer.logger.init_args.save_dir)."
-            ) from None
 
 
 def release(folder: Path) -> None:
@@ -87,12 +77,14 @@ class Unreadable(ValueError):
     """A run's file that is not a regular file, is over its cap, is not UTF-8, or holds a value that does not parse."""
 
 
-def _read_bytes(path: Path, limit: int) -> bytes:
-    """A run's file; ``FileNotFoundError`` when it is absent, ``Unreadable`` when it cannot be read as one."""
+def _read_text(path: Path, limit: int) -> str:
+    """A run's file as text; ``FileNotFoundError`` when it is absent, ``Unreadable`` when it cannot be read as one."""
     try:
-        return files.read_bytes(path, limit)
+        return files.read_bytes(path, limit).decode()
     except FileNotFoundError:
         raise
+    except UnicodeDecodeError:
+        raise Unreadable(f"{files.printable(path)} is not UTF-8 text") from None
     except (OSError, ValueError) as e:  # a FIFO, a device, a folder; over the cap
         why = f"{path}: {e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)  # str(e) names the path
         raise Unreadable(files.printable(why)) from None
@@ -102,25 +94,46 @@ def read_config(folder: Path) -> dict[str, Any]:
     """A run's config.yaml as a mapping; ``Unreadable`` for anything else, a YAML nested too deep to load included."""
     path = folder / "config.yaml"
     try:
-        value = yaml.safe_load(_read_bytes(path, MAX_CONFIG_BYTES).decode())
-    except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        value = yaml.load(_read_text(path, MAX_CONFIG_BYTES), Loader=_YAML)
+    except (yaml.YAMLError, RecursionError) as e:
         raise Unreadable(f"{files.printable(path)} is not a YAML config ({type(e).__name__})") from None
     if not isinstance(value, dict):
         raise Unreadable(f"{files.printable(path)} is not a mapping")
     return value
 
 
+def resumed_from(folder: Path) -> Path | None:
+    """The run a resumed fit went on from: the run folder of the ``ckpt_path`` its saved config names (the checkpoint
+    itself when it is in none)."""
+    given = read_config(folder).get("ckpt_path")
+    if not isinstance(given, str) or not given:
+        return None
+    run = run_of(Path(given)) or Path(given)
+    beside = not run.is_absolute() and run.parent.name == folder.parent.name  # saved relative to where fit ran
+    return folder.parent / run.name if beside else run
+
+
+def history(folder: Path) -> list[Path]:
+    """A run and the runs it resumed, oldest first: at most MAX_HISTORY, each once (a chain that loops ends)."""
+    chain = [folder]
+    while len(chain) < MAX_HISTORY:
+        try:
+            parent = resumed_from(chain[-1])
+        except (OSError, Unreadable):
+            break
+        if parent is None or not parent.is_dir() or os.path.realpath(parent) in map(os.path.realpath, chain):
+            break
+        chain.append(parent)
+    return chain[::-1]
+
+
 def metric_rows(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, float]]:
     """Each row of a metrics.csv as the ``columns`` it has a value in: step and epoch whole numbers, the others
-    finite numbers. Decoded row by row from at most MAX_METRICS_BYTES; ``Unreadable`` at a value that does not
-    parse. Reads nothing until the first row is asked for."""
-    text = io.TextIOWrapper(io.BytesIO(_read_bytes(path, MAX_METRICS_BYTES)), encoding="utf-8", newline="")
-    rows = csv.DictReader(text)
+    finite numbers; ``Unreadable`` at a value that does not parse. Reads nothing until the first row is asked for."""
+    rows = csv.DictReader(io.StringIO(_read_text(path, MAX_METRICS_BYTES), newline=""))
     try:
         for row in rows:
             yield {key: _number(key, cell) for key in columns if (cell := row.get(key))}
-    except UnicodeDecodeError:  # decoded a block at a time: no line to name
-        raise Unreadable(f"{files.printable(path)} is not UTF-8 text") from None
     except (csv.Error, ValueError) as e:
         raise Unreadable(f"{files.printable(path)}, line {rows.line_num}: {e}") from None
 
@@ -160,70 +173,52 @@ def resolve_checkpoint(given: str, root: Path = LOG_ROOT) -> Path:
     return max(ranked, key=lambda r: r[0])[1]
 
 
-@dataclass
-class Run:
-    """What a run folder says about itself, from the files the run wrote; a column whose file cannot be read is
-    in ``unreadable``, and its value None."""
-
-    folder: Path
-    started: datetime
-    configs: list[str] = field(default_factory=list)
-    parameters: int | None = None  # the network's, as fit logged it
-    epochs: int | None = None
-    val_acc: float | None = None  # the best of the run
-    test_acc: float | None = None  # the newest test of the run
-    checkpoints: list[str] = field(default_factory=list)
-    unreadable: set[str] = field(default_factory=set)
-
-    COLUMNS = ("run", "started", "configs", "parameters", "epochs", "val_acc", "test_acc", "checkpoints")
-
-    def cells(self) -> list[str]:
-        """The row of ``mnist-lite runs``: names from the folder shown with their control characters escaped."""
-
-        def number(value: float | None) -> str:
-            return "" if value is None else f"{value:.4f}"
-
-        cells = [
-            str(self.folder),
-            self.started.strftime("%Y-%m-%d %H:%M"),
-            " ".join(self.configs) or "-",
-            "" if self.parameters is None else f"{self.parameters:,}",
-            "" if self.epochs is None else str(self.epochs),
-            number(self.val_acc),
-            number(self.test_acc),
-            ", ".join(self.checkpoints),
-        ]
-        return [UNREADABLE if c in self.unreadable else files.printable(v) for c, v in zip(self.COLUMNS, cells)]
-
-
-def find_runs(root: Path = LOG_ROOT) -> list[Run]:
-    """Every fit run under ``root`` (a folder with a config.yaml), newest first."""
+def find_runs(root: Path = LOG_ROOT) -> list[dict[str, Any]]:
+    """Every fit run under ``root`` (a folder with a config.yaml), newest first, as the values of the columns of
+    ``mnist-lite runs``: None where its files hold none, UNREADABLE where a file cannot be read."""
     found = []
     for config in root.glob("*/config.yaml"):
         folder = config.parent
-        run = Run(folder, datetime.fromtimestamp(_mtime(config)), checkpoints=[p.name for p in checkpoints(folder)])
-        run.configs = _read(run, ("configs",), _configs, config) or []
-        summary = _read(run, ("parameters", "val_acc", "epochs"), _summary, folder / "metrics.csv")
-        run.parameters, run.val_acc, run.epochs = summary or (None, None, None)
-        run.test_acc = _read(run, ("test_acc",), _newest_test_acc, folder)
+        run = {"run": folder, "started": datetime.fromtimestamp(_mtime(config)), "checkpoints": checkpoints(folder)}
+        run |= _columns(("configs", "overrides"), _command, folder)
+        run |= _columns(("resumed",), lambda folder: (resumed_from(folder),), folder)
+        run |= _columns(("parameters", "val_acc", "epochs"), _summary, folder / "metrics.csv")
+        run |= _columns(("test_acc",), _newest_test_acc, folder)
         found.append(run)
-    return sorted(found, key=lambda r: r.started, reverse=True)
+    return sorted(found, key=lambda run: run["started"], reverse=True)
 
 
-def _read(run: Run, columns: tuple[str, ...], read: Callable[[Path], T], path: Path) -> T | None:
-    """``read(path)``; None when its file is absent, and None with ``columns`` unreadable when it is bad."""
+def _columns(names: tuple[str, ...], read: Callable[[Path], tuple[Any, ...]], path: Path) -> dict[str, Any]:
+    """``read(path)``'s values under ``names``: None when its file is absent, UNREADABLE when it is bad."""
     try:
-        return read(path)
+        values = read(path)
     except FileNotFoundError:
-        return None
-    except (OSError, ValueError):  # Unreadable, or a first line that is not UTF-8
-        run.unreadable.update(columns)
-        return None
+        values = (None,) * len(names)
+    except (OSError, ValueError):  # Unreadable
+        values = (UNREADABLE,) * len(names)
+    return dict(zip(names, values))
+
+
+def _command(folder: Path) -> tuple[list[str], list[str]]:
+    """The config files a run's command named, and its overrides: what its command line set on top of them."""
+    first = _read_text(folder / "config.yaml", MAX_CONFIG_BYTES).split("\n", 1)[0]
+    try:
+        words = shlex.split(first.removeprefix(CONFIG_HEADER)) if first.startswith(CONFIG_HEADER) else []
+    except ValueError:  # an unclosed quote
+        words = []
+    options: list[list[str]] = []  # [key, value]: from --key=value, --key value and -c value
+    for word in words:
+        if word.startswith("--") or word == "-c":
+            options.append(("config" if word == "-c" else word[2:]).split("=", 1))
+        elif options and len(options[-1]) == 1:
+            options[-1].append(word)
+    configs = [option[1] for option in options if option[0] == "config" and len(option) == 2]
+    overrides = ["=".join(option) for option in options if option[0] not in ("config", "ckpt_path")]
+    return configs, overrides
 
 
 def _summary(metrics: Path) -> tuple[int | None, float | None, int | None]:
-    """A run's parameter count, best val_acc and how many epochs it validated, folded row by row from its
-    metrics.csv."""
+    """A run's parameter count, best val_acc and how many epochs it validated, from its metrics.csv."""
     parameters, best, last = None, None, -1
     for row in metric_rows(metrics, ("parameters", "epoch", "val_acc")):
         if "parameters" in row:
@@ -233,21 +228,8 @@ def _summary(metrics: Path) -> tuple[int | None, float | None, int | None]:
     return parameters, best, last + 1 if last >= 0 else None
 
 
-def _newest_test_acc(folder: Path) -> float | None:
+def _newest_test_acc(folder: Path) -> tuple[float | None]:
     """The test_acc of the newest ``test*`` evaluation of a run."""
     tests = sorted(folder.glob("test*/metrics.csv"), key=_mtime)
     rows = metric_rows(tests[-1], ("test_acc",)) if tests else iter([])
-    return functools.reduce(lambda found, row: row.get("test_acc", found), rows, None)
-
-
-def _configs(config: Path) -> list[str]:
-    """The --config files named in the command on the config's first line."""
-    first = _read_bytes(config, MAX_CONFIG_BYTES).decode().split("\n", 1)[0]
-    if not first.startswith(CONFIG_HEADER):
-        return []
-    try:
-        words = shlex.split(first[len(CONFIG_HEADER) :])
-    except ValueError:
-        return []
-    named = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--config", "-c")]
-    return named + [w.split("=", 1)[1] for w in words if w.startswith("--config=")]
+    return (functools.reduce(lambda found, row: row.get("test_acc", found), rows, None),)

@@ -1,5 +1,6 @@
 """``mnist-lite curves``: plot a run's loss and accuracy against the step, from its metrics.csv."""
 
+import math
 from pathlib import Path
 
 from mnist_lite.boundaries import files
@@ -13,26 +14,37 @@ def curves(log_dir: str, output: str | None = None) -> None:
     """Plot a run's loss and accuracy against the training step, from its metrics.csv.
 
     Args:
-        log_dir: a run folder, e.g. lightning_logs/version_0.
+        log_dir: a run folder, e.g. lightning_logs/version_0; a resumed run is drawn after the runs it went on from.
         output: the PNG to write; <log_dir>/learning_curves.png when not given.
     """
     from mnist_lite.training import figures  # matplotlib: only for the commands that draw
 
     folder = Path(log_dir)
-    metrics = folder / "metrics.csv"
-    try:  # through the run-folder reader: a regular file under its cap, every value a number
-        rows = [row for row in runs.metric_rows(metrics, COLUMNS) if "step" in row and len(row) > 1]
-    except FileNotFoundError:
-        if list(folder.glob("events.out.tfevents.*")):
-            raise UserError(
-                f"{folder} was logged with TensorBoard: curves reads the CSV logger's metrics.csv. "
-                f"Use 'tensorboard --logdir {folder}' for this run."
-            ) from None
-        raise UserError(f"{metrics} does not exist: pass the folder of a run logged with the CSV logger.") from None
-    except runs.Unreadable as e:
-        raise UserError(f"cannot read {e}.") from None
-    fig = figures.learning_curves(rows, _label_smoothing(folder))
+    rows: list[dict[str, float]] = []
+    resumed_at: list[float] = []
+    for run in reversed(runs.history(folder)):  # newest first: each older run up to where the newer one went on
+        try:  # through the run-folder reader: a regular file under its cap, every value a number
+            older = [row for row in runs.metric_rows(run / "metrics.csv", COLUMNS) if "step" in row and len(row) > 1]
+        except FileNotFoundError:
+            if run == folder:
+                raise UserError(_missing(folder)) from None
+            break
+        except runs.Unreadable as e:
+            raise UserError(f"cannot read {e}.") from None
+        start = rows[0]["step"] if rows else math.inf
+        resumed_at += [start] if rows else []
+        rows = [row for row in older if row["step"] < start] + rows
+    fig = figures.learning_curves(rows, _label_smoothing(folder), resumed_at)
     print(f"Wrote {files.printable(figures.save(fig, output or folder / 'learning_curves.png'))}")
+
+
+def _missing(folder: Path) -> str:
+    if list(folder.glob("events.out.tfevents.*")):
+        return (
+            f"{folder} was logged with TensorBoard: curves reads the CSV logger's metrics.csv. "
+            f"Use 'tensorboard --logdir {folder}' for this run."
+        )
+    return f"{folder / 'metrics.csv'} does not exist: pass the folder of a run logged with the CSV logger."
 
 
 def _label_smoothing(folder: Path) -> float:

@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -39,21 +40,13 @@ def confusion_matrix(matrix: torch.Tensor) -> Figure:
     """Counts of true (rows) against predicted (columns) digits on the test set."""
     fig = _with_margins(Figure(figsize=(7, 6)))
     ax = fig.subplots()
-    shown = ax.imshow(matrix.numpy(), cmap="Blues")
-    for (true, predicted), count in zip(
-        torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), matrix.flatten().tolist()
-    ):
+    fig.colorbar(ax.imshow(matrix.numpy(), cmap="Blues"), ax=ax, label="images")
+    for (true, predicted), count in np.ndenumerate(matrix.numpy()):
         dark = count > matrix.max().item() / 2
-        ax.text(
-            predicted, true, str(int(count)), ha="center", va="center", fontsize=8, color="white" if dark else "black"
-        )
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
+        ax.text(predicted, true, str(count), ha="center", va="center", fontsize=8, color="white" if dark else "black")
     accuracy = matrix.diag().sum().item() / matrix.sum().item()
-    ax.set_title(f"Confusion matrix: {int(matrix.sum())} test images, accuracy {accuracy:.2%}")
-    fig.colorbar(shown, ax=ax, label="images")
+    title = f"Confusion matrix: {int(matrix.sum())} test images, accuracy {accuracy:.2%}"
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit", title=title)
     return fig
 
 
@@ -64,11 +57,8 @@ def per_class_accuracy(accuracy: torch.Tensor) -> Figure:
     bars = ax.bar(range(10), accuracy.numpy() * 100, color="tab:blue")
     ax.bar_label(bars, labels=[f"{a:.1%}" for a in accuracy.tolist()], fontsize=8)
     low = max(0, 10 * math.floor((accuracy.min().item() * 100 - 1) / 10))
-    ax.set_ylim(low, 101)
-    ax.set_xticks(range(10))
-    ax.set_xlabel("true digit")
-    ax.set_ylabel(f"accuracy (%), axis from {low}%" if low else "accuracy (%)")
-    ax.set_title("Test accuracy per digit")
+    ylabel = f"accuracy (%), axis from {low}%" if low else "accuracy (%)"
+    ax.set(ylim=(low, 101), xticks=range(10), xlabel="true digit", ylabel=ylabel, title="Test accuracy per digit")
     return fig
 
 
@@ -82,35 +72,37 @@ def error_grid(confidence: torch.Tensor, images: torch.Tensor, true: torch.Tenso
     return _captioned_grid(title, list(images), captions, cols=4)
 
 
-def learning_curves(rows: Sequence[Mapping[str, float | str]], label_smoothing: float = 0.0) -> Figure:
-    """Loss and accuracy against the training step, from a run's metrics.csv."""
-    fig = Figure(figsize=(11, 4.3), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    series = {
-        loss_ax: [
-            ("train_loss", "train loss (batch, per logged step)"),
-            ("train_loss_epoch", "train loss (epoch)"),
-            ("val_loss", "validation loss"),
-        ],
-        acc_ax: [
-            ("train_acc", "train accuracy (batch, per logged step)"),
-            ("train_acc_epoch", "train accuracy (epoch)"),
-            ("val_acc", "validation accuracy"),
-        ],
-    }
-    for ax, keys in series.items():
-        for key, label in keys:
-            points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
-            if points:
-                steps, values = zip(*points)
-                ax.plot(steps, values, marker="o" if len(points) < 30 else None, label=label)
-        ax.set_xlabel("training step")
+SERIES = (  # the metric's name in metrics.csv, with {} for loss or acc; its label; its colour
+    ("train_{}", "train, per logged step: raw (faint) and smoothed", "tab:blue"),
+    ("train_{}_epoch", "train, epoch mean", "tab:orange"),
+    ("val_{}", "validation", "tab:green"),
+)
+
+
+def learning_curves(
+    rows: Sequence[Mapping[str, float]], label_smoothing: float = 0.0, resumed_at: Sequence[float] = ()
+) -> Figure:
+    """Loss and accuracy against the training step, from a run's metrics.csv (and those of the runs it resumed)."""
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    for ax, metric, title in zip(fig.subplots(1, 2), ("loss", "acc"), ("Loss (cross-entropy)", "Accuracy")):
+        for key, label, color in SERIES:
+            points = [(row["step"], row[key.format(metric)]) for row in rows if key.format(metric) in row]
+            if not points:
+                continue
+            steps, values = np.array(points).T
+            marker = "o" if len(points) < (5 if key == "train_{}" else 30) else None  # a dot per point, when few
+            if key == "train_{}" and len(points) >= 5:  # the raw points faint behind their smoothed line
+                ax.plot(steps, values, color=color, alpha=0.3, linewidth=0.8, marker="." if len(points) < 30 else None)
+                values = _smoothed(values)
+            ax.plot(steps, values, color=color, label=label, marker=marker)
+            if key == "val_{}":
+                ax.annotate(f"{values[-1]:.4g}", (steps[-1], values[-1]), textcoords="offset points", xytext=(0, 6))
+        for step in resumed_at:
+            ax.axvline(step, color="gray", linestyle=":", label="resumed from a checkpoint")
+        ax.set(xlabel="training step", title=title)
         ax.grid(alpha=0.3)
-        ax.legend()
-    loss_ax.set_ylabel("cross-entropy")
-    acc_ax.set_ylabel("accuracy")
-    loss_ax.set_title("Loss")
-    acc_ax.set_title("Accuracy")
+    legend = {label: line for ax in fig.axes for line, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=max(1, len(legend)))
     if label_smoothing:
         fig.suptitle(
             f"Training loss includes label smoothing ({label_smoothing:g}), so it sits above the validation "
@@ -120,9 +112,14 @@ def learning_curves(rows: Sequence[Mapping[str, float | str]], label_smoothing: 
     return fig
 
 
+def _smoothed(values: np.ndarray) -> np.ndarray:
+    """A centred moving average over about a tenth of the points: no lag, and each end averages what it has."""
+    window = np.ones(max(5, len(values) // 10) | 1)
+    return np.convolve(values, window, "same") / np.convolve(np.ones_like(values), window, "same")
+
+
 def _with_margins(fig: Figure) -> Figure:
-    """Fixed margins, in inches, that fit these figures' labels: matplotlib's layout engines would measure every
-    label again as they draw, a third of the drawing time."""
+    """Fixed margins, in inches, that fit these figures' labels: a layout engine measures every label again."""
     width, height = fig.get_size_inches()
     fig.subplots_adjust(left=0.65 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.4 / height)
     return fig
@@ -130,7 +127,7 @@ def _with_margins(fig: Figure) -> Figure:
 
 def _captioned_grid(title: str, images: list[torch.Tensor], captions: list[str], cols: int) -> Figure:
     """Digits (pixels in [0, 1]) in rows of ``cols``, each under its two-line caption: one picture of them all on a
-    white ground, as a grid of axes, one per digit, costs four times the drawing time."""
+    white ground, which matplotlib draws much faster than an axes per digit."""
     side, gap, head = 28, 3, 9  # in image pixels: a digit, the gap between two, the room for a caption
     rows = max(1, -(-len(images) // cols))
     ground = torch.ones(rows * (head + side), cols * (gap + side))

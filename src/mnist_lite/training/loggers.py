@@ -1,12 +1,9 @@
-"""The default logger: Lightning's ``CSVLogger``, owning its run folder.
+"""The default logger: Lightning's ``CSVLogger`` in a folder it claims with ``mkdir`` (``run_folders.claim``).
 
 Lightning's loggers pick "the next free version" by listing the folder and create it later, so two runs started
-together can share one, and every process of a distributed run may pick its own. This one claims its folder with
-``mkdir`` (``runs.claim``), on global rank 0 only, as Lightning's cluster environment reports the rank
-(``rank_zero_only.rank``: set from torchrun's, SLURM's or Lightning's own launcher's variables, then by the
-strategy). It claims when Lightning first asks for the folder, once the command's checks have passed. The other
-ranks never claim: Lightning broadcasts rank 0's folder wherever it needs one (``Trainer.log_dir``, checkpoints,
-the saved config).
+together can share one. This one claims when Lightning first asks for its folder, once the command's checks have
+passed, and on global rank 0 alone (``rank_zero_only.rank``, from torchrun's, SLURM's or Lightning's launcher's
+variables): Lightning gives the other ranks rank 0's folder wherever they need one.
 """
 
 from pathlib import Path
@@ -37,7 +34,7 @@ class RunLogger(CSVLogger):
         flush_logs_every_n_steps: int = 100,
     ) -> None:
         super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
-        self._version: int | str | None = version
+        self._claimed = version  # the folder's name, once claimed or as given
         self._evaluated: tuple[Path, str] | None = None  # the run and the command, for validate/test/predict
         self._parent: Path | None = None  # where this logger claimed its folder
 
@@ -52,20 +49,19 @@ class RunLogger(CSVLogger):
 
     @property
     def version(self) -> int | str | None:  # None on the other ranks, which are given rank 0's folder
-        if self._version is None and rank_zero_only.rank == 0:
-            claimed: int | str
+        if self._claimed is None and rank_zero_only.rank == 0:
             if self._evaluated is not None:
                 parent, command = self._evaluated
-                claimed = runs.claim(parent, command, numbered=False).name
-                self._parent = parent
+                self._claimed, self._parent = runs.claim(parent, command, numbered=False).name, parent
             else:
                 folder = runs.claim(Path(super().root_dir), "version", numbered=True)
-                claimed = int(folder.name.removeprefix("version_"))  # an int shows as v_num on the progress bar
-            self._version = claimed
+                self._claimed = int(folder.name.removeprefix("version_"))  # an int shows as v_num on the progress bar
             print(f"Run folder: {self.log_dir}", flush=True)
-        return self._version
+        return self._claimed
 
     def finalize(self, status: str) -> None:
         super().finalize(status)
-        if status == "failed" and self._version is not None and rank_zero_only.rank == 0:
-            runs.release(Path(self.log_dir))  # a command that failed before its work leaves no folder behind
+        if status == "failed" and self._claimed is not None and rank_zero_only.rank == 0:
+            runs.release(folder := Path(self.log_dir))  # a command that failed before its work leaves no folder
+            if not folder.exists():
+                print(f"Removed {folder}: the command stopped before writing anything there.", flush=True)

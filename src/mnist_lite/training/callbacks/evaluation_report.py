@@ -1,12 +1,13 @@
 """After ``mnist-lite test``: pictures of how the model did, written next to the run's logs."""
 
-import csv
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+from mnist_lite.boundaries import files
 
 
 class EvaluationReport(Callback):
@@ -22,13 +23,9 @@ class EvaluationReport(Callback):
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.confusion = MulticlassConfusionMatrix(num_classes=10).to(pl_module.device)
-        # Only the most confident errors so far are kept, so memory does not grow with the test set.
-        self.errors: tuple[Tensor, ...] = (
-            torch.empty(0),
-            torch.empty(0, 28, 28),
-            torch.empty(0, dtype=torch.long),
-            torch.empty(0, dtype=torch.long),
-        )
+        # confidence, pixels, true and predicted digit of the most confident errors so far: memory stays bounded
+        labels = torch.empty(0, dtype=torch.long)
+        self.errors = [torch.empty(0), torch.empty(0, 28, 28), labels, labels]
 
     def on_test_batch_end(
         self,
@@ -43,13 +40,10 @@ class EvaluationReport(Callback):
         confidence, predicted = outputs.float().softmax(dim=1).max(dim=1)
         self.confusion.update(predicted, labels)
         wrong = predicted != labels
-        pixels = images[wrong, 0].float().cpu()  # the model's input: pixels in [0, 1]
-        merged = [
-            torch.cat([old, new.cpu()])
-            for old, new in zip(self.errors, (confidence[wrong], pixels, labels[wrong], predicted[wrong]))
-        ]
+        found = (confidence, images[:, 0].float(), labels, predicted)  # the model's input: pixels in [0, 1]
+        merged = [torch.cat([old, new[wrong].cpu()]) for old, new in zip(self.errors, found)]
         keep = merged[0].argsort(descending=True)[: self.errors_shown]
-        self.errors = tuple(t[keep] for t in merged)
+        self.errors = [t[keep] for t in merged]
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         matrix = self.confusion.compute().cpu()  # summed over ranks under DDP
@@ -58,17 +52,16 @@ class EvaluationReport(Callback):
             return
         from mnist_lite.training import figures  # matplotlib: only once there is something to draw
 
+        images = matrix.sum(dim=1)
+        per_class = matrix.diag() / images.clamp(min=1)
+        rows = [f"{d},{a:.4f},{n}" for d, (a, n) in enumerate(zip(per_class.tolist(), images.tolist()))]
         folder.mkdir(parents=True, exist_ok=True)
-        per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
-        with open(folder / "per_class_accuracy.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["digit", "accuracy", "images"])
-            writer.writerows(
-                [d, f"{a:.4f}", int(n)] for d, (a, n) in enumerate(zip(per_class.tolist(), matrix.sum(1).tolist()))
-            )
-        written = [
+        files.write_atomically(
+            "\n".join(["digit,accuracy,images", *rows, ""]).encode(), folder / "per_class_accuracy.csv"
+        )
+        self.written = [  # the CLI says so once the progress bar closes
             figures.save(figures.confusion_matrix(matrix), folder / "confusion_matrix.png"),
             figures.save(figures.per_class_accuracy(per_class), folder / "per_class_accuracy.png"),
             figures.save(figures.error_grid(*self.errors), folder / "most_confident_errors.png"),
+            folder / "per_class_accuracy.csv",
         ]
-        self.written = [*written, folder / "per_class_accuracy.csv"]  # the CLI says so once the progress bar closes
