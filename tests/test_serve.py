@@ -24,6 +24,7 @@ from PIL import Image
 from mnist_lite.boundaries import checkpoints
 from mnist_lite.cli import main
 from mnist_lite.serving import app as server
+from mnist_lite.serving import guards
 
 from helpers import EXAMPLES, csv_rows, fails, png_header, predict_args, tiff_of_a_strip_per_row
 
@@ -70,11 +71,13 @@ def test_the_page_and_its_assets_come_from_the_package_alone(client: TestClient)
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert page.headers["content-security-policy"].startswith("default-src 'self'")  # the browser loads nothing else
-    for asset, kind in (("/static/app.js", "javascript"), ("/static/style.css", "text/css")):
+    assets = ("/static/app.js", "javascript"), ("/static/style.css", "text/css"), ("/static/favicon.svg", "image/svg")
+    for asset, kind in assets:  # the icon named, or the browser asks for /favicon.ico
         answer = client.get(asset)
         assert answer.status_code == 200 and kind in answer.headers["content-type"]
         assert asset in page.text
-        assert "http://" not in answer.text and "https://" not in answer.text
+        text = answer.text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, not a place to load from
+        assert "http://" not in text and "https://" not in text
     assert "http://" not in page.text and "https://" not in page.text
     assert client.get("/docs").status_code == 404  # FastAPI's docs page would load its scripts from a CDN
 
@@ -140,6 +143,12 @@ REFUSALS = {
     "not an image": ({"files": {"file": ("notes.png", b"hello")}}, 422, "notes.png: unreadable"),
     "blank image": ({"files": {"file": ("blank.png", BLANK)}}, 422, "blank.png: no digit found"),
     "blank canvas": ({"json": {"image": _data_url(BLANK)}}, 422, "no digit found"),
+    "17 files": ({"files": [("file", ("a.png", BLANK))] * 17}, 400, "Too many files. Maximum number of files is 16"),
+    "17 fields": (
+        {"data": {f"f{i}": "x" for i in range(17)}, "files": {"file": ("a.png", BLANK)}},
+        400,
+        "Too many fields",
+    ),
 }
 
 
@@ -161,20 +170,32 @@ def test_a_declared_size_over_the_limit_is_refused_with_413(model) -> None:
     assert "over the 1,000-byte limit" in answer.json()["error"]
 
 
-def test_an_undeclared_stream_is_cut_off_at_the_limit(model) -> None:
+STREAM_HEADS = {  # the start of a well-formed body, then one that never ends
+    "multipart": (
+        b"multipart/form-data; boundary=x",
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n',
+    ),
+    "json": (b"application/json", b'{"image": "data:image/png;base64,'),
+}
+
+
+@pytest.mark.parametrize("kind", STREAM_HEADS)
+def test_an_undeclared_stream_is_cut_off_at_the_limit(model, kind: str) -> None:
     """A chunked body gives no length: reading must stop at the limit, not at the end of the stream."""
     app = server.create_app(model, "x.ckpt", max_upload_bytes=100_000)
-    chunk, sent, replies = b"\0" * 65_536, [], []
+    content_type, head = STREAM_HEADS[kind]
+    chunk, replies = b"A" * 65_536, []
+    sent: list[int] = []
 
     async def receive() -> dict:
-        sent.append(len(chunk))
-        return {"type": "http.request", "body": chunk, "more_body": True}  # endless
+        body = chunk if sent else head
+        sent.append(len(body))
+        return {"type": "http.request", "body": body, "more_body": True}  # endless
 
     async def send(message: MutableMapping[str, Any]) -> None:
         replies.append(message)
 
-    headers = [(b"content-type", b"multipart/form-data; boundary=x"), (b"transfer-encoding", b"chunked")]
-    scope = _post_scope(headers)
+    scope = _post_scope([(b"content-type", content_type), (b"transfer-encoding", b"chunked")])
     asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=30))
     assert replies[0]["status"] == 413
     assert sum(sent) <= 100_000 + len(chunk)
@@ -335,7 +356,7 @@ def test_health_answers_while_an_upload_is_being_read(model, monkeypatch: pytest
 
 
 def test_a_body_that_takes_too_long_is_a_408(model, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "BODY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(guards, "BODY_TIMEOUT_S", 0.5)
     app, replies = server.create_app(model, "x.ckpt"), []
 
     async def receive() -> dict:
@@ -385,9 +406,9 @@ def test_a_connection_that_sends_no_headers_is_closed_and_health_still_answers(t
 
 HEADER_TIMEOUT_SERVE = """
 import os, sys
-from mnist_lite.serving import app as server
+from mnist_lite.serving import protocol
 from mnist_lite.cli import main
-server.HEADER_TIMEOUT_S = float(os.environ["MNIST_LITE_TEST_HEADER_TIMEOUT"])
+protocol.HEADER_TIMEOUT_S = float(os.environ["MNIST_LITE_TEST_HEADER_TIMEOUT"])
 main(["serve", "--ckpt_path", sys.argv[1], "--port", "0"])
 """
 

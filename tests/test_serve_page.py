@@ -161,6 +161,29 @@ def test_on_a_phone_a_finger_draws_without_scrolling_the_page(served, browser, t
     context.close()
 
 
+def test_the_page_loads_with_every_request_answered_and_a_clean_console(served, browser) -> None:
+    """Each request the page makes is answered, its tab icon included, and the console shows no error."""
+    url, _ = served
+    page = browser.new_page()
+    failed: list[str] = []
+
+    def on_response(answer) -> None:
+        if answer.status >= 400:
+            failed.append(f"{answer.status} {answer.url}")
+
+    def on_console(message) -> None:
+        if message.type == "error":
+            failed.append(message.text)
+
+    page.on("response", on_response)
+    page.on("console", on_console)
+    page.goto(url, wait_until="networkidle")
+    _draw_with_mouse(page, DIGITS[7])
+    assert _shown(page) == 7
+    page.wait_for_load_state("networkidle")
+    assert failed == []  # the browser asks for /favicon.ico unless the page names its icon
+
+
 def test_serve_stops_cleanly_on_sigterm(served) -> None:
     _, process = served
     process.send_signal(signal.SIGTERM)

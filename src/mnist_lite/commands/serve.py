@@ -1,10 +1,9 @@
-"""``mnist-lite serve``: a page to draw digits on, and the HTTP API behind it (server.py), run by uvicorn."""
+"""``mnist-lite serve``: a page to draw digits on, and the HTTP API behind it (serving/), run by uvicorn."""
 
 import json
 import os
 import signal
 import socket
-from typing import Any
 
 from jsonargparse.typing import PositiveInt
 
@@ -13,6 +12,7 @@ from mnist_lite.errors import UserError
 
 EVERY_INTERFACE = ("0.0.0.0", "::")
 MAX_CONNECTIONS = 1000  # open at once, idle ones included, before new ones get 503 (under the usual 1,024 files)
+WORKER_HEALTHCHECK_S = 30  # a worker still importing torch on a busy machine answers late: the default restarts it
 
 
 def serve(
@@ -41,62 +41,47 @@ def serve(
         raise UserError(f"--host {host!r} is not an address: 127.0.0.1 for this machine, 0.0.0.0 for every network.")
     try:
         import uvicorn
-        from uvicorn.supervisors import Multiprocess
 
-        from mnist_lite.serving import app as server
+        from mnist_lite.serving import app, protocol
     except ImportError as e:
         raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'.") from None
 
-    checkpoint, model = checkpoints.load_given(ckpt_path)  # a bad checkpoint is one line here, not a failed worker
-    os.environ[server.CKPT_ENV] = str(checkpoint.resolve())  # how the workers, started afresh, find it
-    os.environ[server.MAX_UPLOAD_ENV] = str(max_upload_mb * 1024 * 1024)
-    os.environ[server.HOSTS_ENV] = json.dumps(allowed_hosts or [])
-    app = server.create_app(model, checkpoint.name, max_upload_mb * 1024 * 1024, allowed_hosts or [])
+    checkpoint, _ = checkpoints.load_given(ckpt_path)  # a bad checkpoint is one line here, not a failed worker
+    settings = {"ckpt_path": str(checkpoint.resolve()), "max_upload_bytes": max_upload_mb * 2**20}
+    os.environ[app.SETTINGS_ENV] = json.dumps(settings | {"allowed_hosts": allowed_hosts or []})
     try:
         sock = _listen(host, port)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}. Choose another --port.") from None
-    shown = f"[{host}]" if ":" in host else host
     if host in EVERY_INTERFACE:
         print("Listening on every network interface: anyone who can reach this machine can use the API.")
+    shown = f"[{host}]" if ":" in host else host
     print(f"Serving {checkpoint} at http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C to stop)", flush=True)
-    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "http": server.HeaderDeadline}
-    options |= {"limit_concurrency": MAX_CONNECTIONS, "timeout_keep_alive": 5}
-    if workers > 1:  # uvicorn's supervisor starts them, restarts one that dies, and stops them on SIGINT/SIGTERM
-        config = uvicorn.Config(f"{server.__name__}:from_environment", factory=True, workers=workers, **options)
-        Multiprocess(config, sockets=[sock]).run()
-        print("Stopped.", flush=True)
-        return
-    # On SIGINT or SIGTERM uvicorn finishes the requests in flight, then raises the signal again for the handler
-    # it found: this one, so the command ends with its own line and exit code 0 instead of a killed process.
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # uvicorn finishes the requests in flight, then raises the signal again: SIGTERM, like Ctrl-C, as the
+    # KeyboardInterrupt that uvicorn.run takes as the end, so the command ends with its own line and exit code 0.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
-    except _Stopped:
-        pass
+        with sock:  # each worker builds its app from the environment
+            uvicorn.run(
+                f"{app.__name__}:from_environment",
+                factory=True,
+                fd=sock.fileno(),
+                workers=workers,
+                http=protocol.HeaderDeadline,
+                limit_concurrency=MAX_CONNECTIONS,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+                log_level="warning",  # the command's own lines say what happens
+                access_log=False,
+            )
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signal.signal(signal.SIGTERM, previous)
     print("Stopped.", flush=True)
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that --port 0 can print the port it got. Made with IPPROTO_TCP named:
-    asyncio sets TCP_NODELAY only on such sockets, and without it every keep-alive reply waits 40 ms for an ACK."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
+    """The listening socket, made here so that --port 0 can print the port it got and a port in use fails in a line.
+    Accepted connections inherit its TCP_NODELAY: without it every kept-alive reply waits for the client's ACK."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048, dualstack_ipv6=host == "::")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-class _Stopped(Exception):
-    pass
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise _Stopped
