@@ -12,7 +12,6 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.cli import main
-from mnist_lite.commands.runs import COLUMNS
 from mnist_lite.training.loggers import RunLogger
 
 from helpers import CPU, TINY, fails, fit_args, predict_args, tiny_fit
@@ -121,10 +120,14 @@ def test_last_is_the_newest_runs_and_best_the_highest_val_acc_of_any_run(two_run
     assert f"Checkpoint: {best} (run {better}, val_acc {val_acc:.4f})\n" in capsys.readouterr().out
 
 
+COLUMNS = ["run", "started", "configs", "overrides", "resumed", "parameters", "epochs", "val_acc", "test_acc"]
+COLUMNS += ["checkpoints"]
+
+
 def _table(out: str) -> dict[str, dict[str, str]]:
     """``mnist-lite runs``' table: each run's cells by column, cut where the header's columns start."""
     header, *rows = out.splitlines()
-    assert header.split() == list(COLUMNS)
+    assert header.split() == COLUMNS
     starts = [header.index(column) for column in COLUMNS]
     return {
         row.split()[0]: {c: row[a:b].strip() for c, a, b in zip(COLUMNS, starts, [*starts[1:], None])} for row in rows
