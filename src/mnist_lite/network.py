@@ -13,9 +13,8 @@ class DigitNet(nn.Module):
 
 
 class CompactCNN(DigitNet):
-    """Two 3x3 conv blocks (conv, BatchNorm, ReLU, 2x2 max-pool), then a small MLP head.
-
-    With the defaults this is the seed's network: 13,266 trainable parameters.
+    """Two 3x3 conv blocks (conv, BatchNorm, ReLU, 2x2 max-pool), then a small MLP head; with the defaults the
+    assignment's network, 13,266 parameters.
 
     Args:
         channels: the two conv blocks' widths.
@@ -45,13 +44,9 @@ class CompactCNN(DigitNet):
 
 
 class OneEpochCNN(DigitNet):
-    """Four 3x3 conv blocks (conv, BatchNorm, ReLU) on a space-to-depth input and a linear read-out: 19,786
-    parameters, designed for accuracy after one epoch (configs/one_epoch.yaml).
-
-    The image is first folded into 4 channels of 14x14 (``PixelUnshuffle``: every pixel kept, a quarter of the
-    positions), so the early convolutions cost a quarter of what they would at 28x28. Two blocks at 14x14, a 2x2
-    max-pool, two blocks at 7x7, another max-pool to 3x3, then one linear layer from the 32 x 3 x 3 features:
-    batch norm after every convolution, and no wide fully connected layer.
+    """Four 3x3 conv blocks (conv, BatchNorm, ReLU) on the image folded into 4 channels of 14x14 (every pixel kept,
+    a quarter the cost), max-pooled to 7x7 and 3x3, then one linear read-out: 19,786 parameters, for accuracy after
+    one epoch (configs/one_epoch.yaml).
 
     Args:
         widths: the four conv blocks' widths.
@@ -87,8 +82,8 @@ def normalize(images: Tensor) -> Tensor:
 
 
 class Classifier(nn.Module):
-    """A fitted network with the normalisation in front: images in [0, 1] (N, 1, 28, 28) to logits (N, 10). What
-    export writes and serve runs; its ``state_dict`` is the checkpoint's (``net.*``)."""
+    """A network with the normalisation in front: images in [0, 1] (N, 1, 28, 28) to logits (N, 10). What export
+    writes and serve runs; the LightningModule (training/module.py) is one too: a checkpoint holds ``net.*``."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

@@ -1,66 +1,40 @@
-"""Checkpoints are data: the one reader of a ``.ckpt`` file, and the network it describes.
+"""Checkpoints are data: the one reader of a ``.ckpt`` file, and the fitted model it holds. Plain PyTorch, no
+Lightning. A file is read once, into memory, and parsed in layers, each before the next costs anything:
 
-Plain PyTorch, no Lightning, so export and serve read checkpoints without it. A file is read once, into memory, and
-parsed in layers, each before the next costs anything:
 1. a regular file of bounded size; a zip archive laid out as ``torch.save`` writes one (stored entries back to back
-   from the first byte, the central directory right after them, each name once), so that no second zip reader
-   could see other entries;
-2. the entries that were checked are re-packed into a fresh archive, and that alone goes to ``torch.load``, with
-   ``weights_only=True`` and torch's own allow-list only (other libraries' additions are set aside for the call):
-   what was checked is what is loaded;
-3. every tensor's metadata (dtype, layout, contiguity, size) and the fields Lightning reads back, before any
-   tensor's values are touched.
-Of the hyperparameters, only ``net`` is ever used: one of the project's networks, or a class the user's own config
-names, with plain arguments; the weights' shapes are compared on the meta device before their values are read.
-Every refusal is one line, its quoted values cut short with ``reprlib``.
+   from the first byte, the central directory right after them, each name once), so no other zip reader differs;
+2. the checked entries alone, re-packed, go to ``torch.load`` with ``weights_only=True`` and torch's own allow-list;
+3. every tensor's metadata and the fields Lightning reads back, before any tensor's values are touched;
+then the network it describes is checked (network_spec.py). Every refusal is one line.
 """
 
-import importlib
 import io
-import math
 import pickle
 import re
-import reprlib
 import struct
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from mnist_lite.boundaries import files
 from mnist_lite.boundaries import run_folders as runs
+from mnist_lite.boundaries.console import describe, shown
+from mnist_lite.boundaries.network_spec import build_network, check_network, network_spec
 from mnist_lite.errors import UserError, first_line
-from mnist_lite.network import NETWORKS, Classifier
+from mnist_lite.network import Classifier
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the project's checkpoints are 0.2-1 MB
 MAX_ENTRIES = 4096
 MAX_TENSOR_ELEMENTS = 16 * 1024 * 1024
 MAX_VALUES = 200_000  # containers and values walked in one checkpoint, aliases counted each time
-DTYPES = {
-    torch.float32,
-    torch.float64,
-    torch.float16,
-    torch.bfloat16,
-    torch.int64,
-    torch.int32,
-    torch.int16,
-    torch.int8,
-    torch.uint8,
-    torch.bool,
-}
-# A dotted name is how jsonargparse names code to import; no plain setting of ours is spelt like one.
-_IMPORT_PATH = re.compile(r"^\s*[A-Za-z_]\w*(\s*\.\s*[A-Za-z_]\w*)+\s*$")
+DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.bool}
+DTYPES |= {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8}
 _VERSION = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,4}([.+\-\w]{0,40})$")
-_MAX_STRING, _MAX_LIST = 1_000, 1_000
-_short = reprlib.Repr()  # a refused value is quoted this short, however large or deep it is
-_short.maxstring = _short.maxother = 80
-_short.maxlist = _short.maxdict = _short.maxtuple = 4
-_short.maxlevel = 2
-shown = _short.repr
+
 # What zipfile raises for a damaged archive, or for one it cannot read: a newer format version (NotImplementedError),
 # an encrypted entry (RuntimeError).
 _ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError, EOFError, struct.error)
@@ -240,101 +214,6 @@ def _check_tensor(where: str, t: torch.Tensor, path: Path) -> None:
         raise UserError(f"refusing {path}: tensor {where[:200]} is {problem}.")
 
 
-def network_spec(checkpoint: dict[str, Any], path: str | Path, trusted: Iterable[str] = ()) -> dict[str, Any] | None:
-    """The network a checkpoint describes, ``hyper_parameters.net`` (``None``: the default), once its class is one of
-    the project's networks or in ``trusted`` (the class paths the user's own config names), with plain arguments."""
-    spec = (checkpoint.get("hyper_parameters") or {}).get("net")
-    if spec is None:
-        return None
-    if (
-        not isinstance(spec, dict)
-        or not isinstance(spec.get("class_path"), str)
-        or set(spec) - {"class_path", "init_args"}
-    ):
-        raise _refused(path, "net", spec, "must be {class_path: ..., init_args: {...}}")
-    if spec["class_path"] not in NETWORKS and spec["class_path"] not in set(trusted):
-        raise _refused(
-            path, "net.class_path", spec["class_path"], "is not one of the project's networks or your config's"
-        )
-    init_args = spec.get("init_args") or {}
-    if not isinstance(init_args, dict):
-        raise _refused(path, "net.init_args", init_args, "is not a mapping")
-    for name, value in init_args.items():
-        _check_plain(f"net.init_args.{name}", value, path)
-    return spec
-
-
-def _check_plain(key: str, value: Any, path: str | Path) -> None:
-    """Numbers, booleans, None, short strings that name no code, and short flat lists of those."""
-    if value is None or isinstance(value, bool | int):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _refused(path, key, value, "is not a finite number")
-        return
-    if isinstance(value, str):
-        if len(value) > _MAX_STRING or _IMPORT_PATH.match(value):
-            raise _refused(path, key, value, "looks like an import path; a checkpoint may not name code")
-        return
-    if isinstance(value, list | tuple) and len(value) <= _MAX_LIST:
-        for item in value:
-            if isinstance(item, list | tuple | dict):
-                raise _refused(path, key, value, "nests containers; only flat lists of plain values are accepted")
-            _check_plain(key, item, path)
-        return
-    raise _refused(path, key, value, "is not a plain value (number, string or flat list)")
-
-
-def _refused(path: str | Path, key: str, value: Any, why: str) -> UserError:
-    return UserError(f"refusing {path}: hyperparameter {key} = {shown(value)} {why}.")
-
-
-def build_network(spec: dict[str, Any] | None) -> nn.Module:
-    """The network a ``{class_path, init_args}`` spec describes (``None``: the default CompactCNN). The class path
-    must already be allowed: by ``network_spec`` for a checkpoint's, by the user for their config's."""
-    if spec is None:
-        spec = {"class_path": next(iter(NETWORKS))}
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
-
-
-def check_network(spec: dict[str, Any] | None, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """The weights against the network the spec describes: its tensors' names and shapes (built on the meta device,
-    so ``hidden: 1000000000`` costs nothing), then their values."""
-    try:
-        with torch.device("meta"):
-            net = build_network(spec)
-    except Exception as e:  # a bad init_arg fails in the constructor: TypeError, ValueError, ...
-        raise UserError(
-            f"refusing {path}: its network settings {shown(spec)} cannot build a network ({first_line(e)})."
-        ) from None
-    check_weights({f"net.{name}": t for name, t in net.state_dict().items()}, checkpoint, path)
-
-
-def check_weights(expected: dict[str, torch.Tensor], checkpoint: dict[str, Any], path: str | Path) -> None:
-    """The checkpoint's ``state_dict`` has the expected tensors' names, shapes and kinds; then its values are finite
-    and its variances not negative (only now are values read: their size is the network's)."""
-    found = checkpoint["state_dict"]
-    problems = [
-        f"{n} {tuple(found[n].shape)} vs {tuple(t.shape)}"
-        for n, t in expected.items()
-        if n in found and (found[n].shape != t.shape or found[n].is_floating_point() != t.is_floating_point())
-    ]
-    problems += [f"{n} missing" for n in expected if n not in found]
-    problems += [f"{shown(n)} unexpected" for n in found if n not in expected]
-    if problems:
-        more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
-        raise UserError(
-            f"{path} does not match the network it describes (checkpoint vs network): {'; '.join(problems[:4])}{more}."
-        )
-    bad = [name for name, t in found.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise UserError(f"{path} has non-finite weights (NaN or inf in {', '.join(bad[:3])}): its run diverged.")
-    negative = [name for name, t in found.items() if name.endswith("running_var") and (t < 0).any()]
-    if negative:
-        raise UserError(f"refusing {path}: {', '.join(negative[:3])} holds negative variances.")
-
-
 def load_model(path: str | Path, checkpoint: dict[str, Any] | None = None) -> Classifier:
     """The fitted model of a checkpoint (``checkpoint``, if it was read already), checked as above, in eval mode:
     images in [0, 1] to logits, without Lightning. Built from its ``network_spec`` alone."""
@@ -355,18 +234,3 @@ def load_given(ckpt_path: str) -> tuple[Path, Classifier]:
     checkpoint = read(path)
     print(f"Checkpoint: {path}{describe(path, checkpoint)}", flush=True)
     return path, load_model(path, checkpoint)
-
-
-def describe(path: Path, checkpoint: dict[str, Any]) -> str:
-    """`` (run R, val_acc A)``: the run a checkpoint came from, and its val_acc when it was saved."""
-    saved = [
-        state.get("current_score")
-        for key, state in checkpoint.get("callbacks", {}).items()
-        if key.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("monitor") == "val_acc"
-    ]
-    scores = [float(s) for s in saved if isinstance(s, torch.Tensor) and s.numel() == 1]
-    score = runs.score(path) or (scores[0] if scores else None)
-    run = runs.run_of(path)
-    parts = [f"run {run}" if run else "", f"val_acc {score:.4f}" if score is not None else ""]
-    described = ", ".join(p for p in parts if p)
-    return f" ({described})" if described else ""

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 
 from mnist_lite import __version__
-from mnist_lite.boundaries import checkpoints, config_limits, files
+from mnist_lite.boundaries import checkpoints, config_limits, files, network_spec
 from mnist_lite.boundaries import run_folders as runs
 from mnist_lite.errors import ConciseErrors, UserError, fail
 from mnist_lite.training.callbacks import CSVPredictionWriter, EvaluationReport, KeepOnStop, Requeued, RequeueOnSignal
@@ -146,10 +146,10 @@ class MnistLiteCLI(LightningCLI):
         net = self.config[subcommand].model.get("net")
         if subcommand != "fit":  # an evaluation rebuilds the checkpoint's network; a resumed fit keeps the config's
             trusted = [net.class_path] if isinstance(net, Namespace) else []
-            if spec := checkpoints.network_spec(checkpoint, path, trusted):
+            if spec := network_spec.network_spec(checkpoint, path, trusted):
                 self.config = self.parser.parse_object({subcommand: {"model": {"net": spec}}}, self.config)
                 net = self.config[subcommand].model.get("net")
-        checkpoints.check_network(net.as_dict() if isinstance(net, Namespace) else None, checkpoint, path)
+        network_spec.check_network(net.as_dict() if isinstance(net, Namespace) else None, checkpoint, path)
         self.config[subcommand].ckpt_path = None
         print(f"Checkpoint: {path}{checkpoints.describe(path, checkpoint)}", flush=True)
         self.checkpoint = (path, checkpoint)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mnist_lite.boundaries.checkpoints import shown
+from mnist_lite.boundaries.console import shown
 from mnist_lite.errors import UserError, first_line
 
 
