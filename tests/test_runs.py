@@ -231,6 +231,10 @@ def _big_metrics(path: Path) -> None:
             f.write("0,9,0.5\n" * 125_000)
 
 
+def _write_deep_yaml(path: Path) -> None:
+    path.write_text("model:\n  label_smoothing: " + "[" * 5000 + "]" * 5000 + "\n")
+
+
 PLANTED_IN_RUNS = {  # case: (file, what replaces it, the columns that become unreadable)
     "fifo-config": ("config.yaml", os.mkfifo, CONFIG_COLUMNS),
     "fifo-metrics": ("metrics.csv", os.mkfifo, METRICS_COLUMNS),
@@ -240,6 +244,7 @@ PLANTED_IN_RUNS = {  # case: (file, what replaces it, the columns that become un
     "config-not-utf8": ("config.yaml", lambda p: p.write_bytes(b"# mnist-lite fit \xff\xfe\n"), CONFIG_COLUMNS),
     "val-acc-abc": ("metrics.csv", lambda p: p.write_text("epoch,step,val_acc\n0,9,abc\n"), METRICS_COLUMNS),
     "a-folder-named-config": ("config.yaml", Path.mkdir, CONFIG_COLUMNS),
+    "config-5000-deep": ("config.yaml", _write_deep_yaml, {"resumed"}),  # its first line, the command, still reads
 }
 
 
@@ -304,10 +309,6 @@ def test_runs_ends_quietly_when_its_reader_stops_reading(args: list[str], tmp_pa
     process.stdout.close()
     _, err = process.communicate(timeout=60)
     assert err == b"" and process.returncode == 141  # 128 + SIGPIPE
-
-
-def _write_deep_yaml(path: Path) -> None:
-    path.write_text("model:\n  label_smoothing: " + "[" * 5000 + "]" * 5000 + "\n")
 
 
 PLANTED_IN_CURVES = {  # case: (file, what replaces it, what curves says; None: it draws the run)

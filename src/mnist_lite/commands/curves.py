@@ -40,10 +40,8 @@ def curves(log_dir: str, output: str | None = None) -> None:
 
 def _missing(folder: Path) -> str:
     if list(folder.glob("events.out.tfevents.*")):
-        return (
-            f"{folder} was logged with TensorBoard: curves reads the CSV logger's metrics.csv. "
-            f"Use 'tensorboard --logdir {folder}' for this run."
-        )
+        tensorboard = f"Use 'tensorboard --logdir {folder}'."
+        return f"{folder} was logged with TensorBoard: curves reads the CSV logger's metrics.csv. {tensorboard}"
     return f"{folder / 'metrics.csv'} does not exist: pass the folder of a run logged with the CSV logger."
 
 

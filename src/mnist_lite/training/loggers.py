@@ -1,10 +1,7 @@
-"""The default logger: Lightning's ``CSVLogger`` in a folder it claims with ``mkdir`` (``run_folders.claim``).
-
-Lightning's loggers pick "the next free version" by listing the folder and create it later, so two runs started
-together can share one. This one claims when Lightning first asks for its folder, once the command's checks have
-passed, and on global rank 0 alone (``rank_zero_only.rank``, from torchrun's, SLURM's or Lightning's launcher's
-variables): Lightning gives the other ranks rank 0's folder wherever they need one.
-"""
+"""The default logger: Lightning's ``CSVLogger`` in a folder claimed with ``mkdir`` (``run_folders.claim``), so runs
+started together never share one (Lightning's own picks the next free number and creates it later). It claims when
+Lightning first asks for its folder, once the command's checks have passed, on global rank 0 alone
+(``rank_zero_only.rank``): Lightning gives the other ranks rank 0's folder wherever they need one."""
 
 from pathlib import Path
 
