@@ -60,8 +60,8 @@ def test_two_machines_share_one_study_and_lose_no_trial(database: str, data_dir:
     workers = [_worker(_machine(tmp_path, name, data_dir), database, study, 3) for name in ("a", "b")]
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
-    assert _states(database, study) == dict.fromkeys(range(6), "COMPLETE")  # distinct numbers, none lost
     lines = [line for out, _ in outputs for line in out.splitlines() if line.startswith("trial ")]
+    assert _states(database, study) == dict.fromkeys(range(6), "COMPLETE"), lines  # distinct numbers, none lost
     assert sorted(int(line.split()[1].rstrip(":")) for line in lines) == list(range(6))
     optuna.delete_study(study_name=study, storage=database)
 

@@ -1,5 +1,4 @@
-"""``mnist-lite sweep``: an Optuna search over the YAML config, each trial a real ``mnist-lite fit``; one idea per
-module: search_space, database (the storage), prechecks, fingerprint, objective, workers, outputs, capture."""
+"""``mnist-lite sweep``: an Optuna search over the YAML config, each trial a real ``mnist-lite fit``."""
 
 from pathlib import Path
 
@@ -41,19 +40,20 @@ def sweep(
     # Imported once Optuna is known to be there; --help builds no Lightning.
     from mnist_lite.commands.sweep import database, fingerprint, objective, outputs, prechecks, search_space, workers
 
-    dimensions = search_space.load(space)
     name = study or Path(space).stem
-    settings = objective.Settings(config, seeds or [0], Path(output or Path("lightning_logs") / "sweeps" / name))
-    base = prechecks.base(settings, dimensions)
+    folder = Path(output or Path("lightning_logs") / "sweeps" / name)
+    settings = objective.Settings(config, seeds or [0], search_space.load(space), storage, name, folder)
+    base = prechecks.base(settings)
     if not database.claimed(storage, name):  # a claimed study's space was checked when it was made
-        prechecks.check_rounds(base, settings, dimensions)
-    the_study, where = database.study(storage, name), database.shown(storage)
-    fingerprint.claim(the_study, base, settings, dimensions, where)  # refuses trials of other settings
+        prechecks.check_rounds(settings)
+    the_study = database.study(storage, name)
+    fingerprint.claim(the_study, base, settings)  # refuses trials of other configs, seeds or space
     try:
-        settings.folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"--output {settings.folder}: {e.strerror or e}.") from None
+        raise UserError(f"--output {folder}: {e.strerror or e}.") from None
     optuna.storages.fail_stale_trials(the_study)  # the running trials of workers that died (else at each start)
-    print(f"Study {name!r} in {where}: {len(the_study.trials)} trials so far; this run adds {trials}.", flush=True)
-    workers.run(storage, name, dimensions, settings, trials, jobs)
-    outputs.write(the_study, dimensions, base, settings, where)
+    done = len(the_study.trials)
+    print(f"Study {name!r} in {database.shown(storage)}: {done} trials so far; this run adds {trials}.", flush=True)
+    workers.run(settings, trials, jobs)
+    outputs.write(the_study, base, settings)

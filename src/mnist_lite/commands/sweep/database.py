@@ -3,7 +3,9 @@ dies costs only its trial."""
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from sqlalchemy.engine import make_url
@@ -41,10 +43,10 @@ def study(url: str, name: str) -> optuna.Study:
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=sqlite, heartbeat_interval=max(1, GRACE_S // 4), grace_period=GRACE_S
         )
-    except ImportError as e:  # Optuna's own words name no package
+    except ImportError as e:  # Optuna's own words name no package: the missing module's do
+        driver = "pip install -e '.[postgres]' for PostgreSQL"
         raise UserError(
-            f"--storage {shown(url)}: its driver ({getattr(e.__cause__, 'name', None) or '?'}) is not installed. "
-            "Install it; for PostgreSQL, write postgresql:// and pip install -e '.[postgres]'."
+            f"--storage {shown(url)}: {first_line(e.__cause__ or e)}; install the driver ({driver})."
         ) from None
     except Exception as e:  # SQLAlchemy's errors for a bad URL or an unreachable server
         raise UserError(f"--storage {shown(url)}: {first_line(e)}") from None
@@ -52,6 +54,15 @@ def study(url: str, name: str) -> optuna.Study:
     return optuna.create_study(
         storage=storage, study_name=name, direction="maximize", pruner=pruner, load_if_exists=True
     )
+
+
+def read(settings: Any, what: Callable[[], Any]) -> Any:
+    """``what()``, a read of the study's records: one Optuna itself cannot decode is a line (others may write them)."""
+    try:
+        return what()
+    except Exception as e:
+        named = f"study {settings.study!r} in {shown(settings.storage)}"
+        raise UserError(f"{named}: its records cannot be read ({first_line(e)}).") from None
 
 
 def shown(url: str) -> str:

@@ -1,6 +1,5 @@
-"""A trial: a real ``mnist-lite fit`` per seed, in this process through LightningCLI's own path; its value is the
-mean final ``val_acc`` (never the test set), judged by the pruner after each seed's fit, not part-way (a one-cycle
-run's accuracy part-way says little about where it ends)."""
+"""A trial: a real ``mnist-lite fit`` per seed, in this process, through LightningCLI's own path. Its value is the
+mean final ``val_acc`` (never the test set), judged after each seed's fit: a one-cycle run's, part-way, says little."""
 
 import json
 from dataclasses import dataclass
@@ -15,37 +14,39 @@ from mnist_lite.commands.sweep import capture
 from mnist_lite.errors import first_line
 from mnist_lite.training import cli as lightning_cli
 
-RUN_LOGGER = "mnist_lite.training.loggers.RunLogger"
 FIT_OPTIONS = ["--trainer.enable_progress_bar=false", "--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
 
 
 @dataclass(frozen=True)
 class Settings:
+    """A sweep: its configs, seeds and space, its study, and its output folder."""
+
     configs: list[str]
     seeds: list[int]
-    folder: Path  # --output
+    space: list  # search_space.Dimension
+    storage: str
+    study: str
+    folder: Path
 
     def args(self, values: dict[str, Any] | None = None) -> list[str]:
-        """fit's arguments: the configs, then ``values`` (dotted key to value) as overrides."""
-        texts = (
-            yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip() for v in (values or {}).values()
-        )
-        return [
-            *(a for c in self.configs for a in ("--config", c)),
-            *(f"--{k}={t}" for k, t in zip(values or {}, texts)),
-        ]
+        """fit's arguments, built here only: the configs, then ``values`` (dotted key to value) as overrides."""
+        texts = {k: yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n") for k, v in (values or {}).items()}
+        return [*(a for c in self.configs for a in ("--config", c)), *(f"--{k}={v.strip()}" for k, v in texts.items())]
 
     def trial_args(self, values: dict[str, Any] | None = None) -> list[str]:
         """A trial's fit: ``args``, no bar or checkpoints (best.yaml is the result), its log in the sweep's folder."""
-        logger = {"class_path": RUN_LOGGER, "init_args": {"save_dir": str(self.folder / "runs")}}
+        logger = {
+            "class_path": "mnist_lite.training.loggers.RunLogger",
+            "init_args": {"save_dir": str(self.folder / "runs")},
+        }
         return [*self.args(values), *FIT_OPTIONS, f"--trainer.logger={json.dumps(logger)}"]
 
 
-def work(study: optuna.Study, dimensions: list, settings: Settings, trials: int) -> None:
+def work(study: optuna.Study, settings: Settings, trials: int) -> None:
     """Run trials of the study here. One whose values break its fit fails alone, its error on its line."""
 
     def objective(trial: optuna.Trial) -> float:
-        values = {d.key: d.suggest(trial) for d in dimensions}
+        values = {d.key: d.suggest(trial) for d in settings.space}
         scores: list[float] = []
         for index, seed in enumerate(settings.seeds):
             try:

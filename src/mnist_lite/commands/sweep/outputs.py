@@ -12,58 +12,49 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_lite.boundaries.files import printable, write_atomically
-from mnist_lite.commands.sweep import capture
+from mnist_lite.commands.sweep import capture, database
 from mnist_lite.commands.sweep.objective import Settings
-from mnist_lite.errors import UserError, first_line
+from mnist_lite.errors import first_line
 
 
-def write(study: optuna.Study, dimensions: list, base: Any, settings: Settings, where: str) -> None:
-    folder, seeds = settings.folder, settings.seeds
-    try:
-        stored = study.trials
-    except Exception as e:  # a record Optuna itself cannot decode
-        raise UserError(
-            f"study {study.study_name!r} in {where}: its trials cannot be read ({first_line(e)})."
-        ) from None
-    trials = [t for t in stored if _fits(t, dimensions)]
+def write(study: optuna.Study, base: Any, settings: Settings) -> None:
+    folder, seeds, space = settings.folder, settings.seeds, settings.space
+    trials = [t for t in database.read(settings, lambda: study.trials) if _fits(t, space)]
     text = io.StringIO()
     rows = csv.writer(text)
-    rows.writerow(["number", "state", *(d.key for d in dimensions), "val_acc", "duration_s"])
+    rows.writerow(["number", "state", *(d.key for d in space), "val_acc", "duration_s"])
     for t in trials:  # a value as Optuna stores it: a list or a mapping as JSON text
         value = "" if t.value is None else f"{t.value:.6f}"
         duration = f"{t.duration.total_seconds():.1f}" if t.duration else ""
-        rows.writerow([t.number, t.state.name, *(t.params.get(d.name) for d in dimensions), value, duration])
+        rows.writerow([t.number, t.state.name, *(t.params.get(d.name) for d in space), value, duration])
     write_atomically(text.getvalue().encode(), folder / "trials.csv")
-    states = [t.state for t in trials]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    pruned, failed = states.count(TrialState.PRUNED), states.count(TrialState.FAIL)
-    print(f"Study {study.study_name!r}: {len(complete)} complete, {pruned} pruned, {failed} failed.")
+    pruned, failed = (sum(t.state == state for t in trials) for state in (TrialState.PRUNED, TrialState.FAIL))
+    print(f"Study {settings.study!r}: {len(complete)} complete, {pruned} pruned, {failed} failed.")
     print(f"Wrote {folder / 'trials.csv'}")
     if not complete:
         return
-    best = max(complete, key=lambda t: t.value)  # type: ignore[arg-type, return-value]
-    values = {d.key: d.value(best.params[d.name]) for d in dimensions}
-    config = base.parser.dump(
-        base.parser.parse_args(settings.args({**values, "seed_everything": seeds[0]})), skip_none=False
-    )
+    best = max(complete, key=lambda t: t.values[0])
+    values = {d.key: d.value(best.params[d.name]) for d in space}
+    config = base.parser.parse_args(settings.args({**values, "seed_everything": seeds[0]}))
     header = (
-        f"# Trial {best.number} of study {study.study_name!r}: mean val_acc {best.value:.4f} over seeds "
+        f"# Trial {best.number} of study {settings.study!r}: mean val_acc {best.values[0]:.4f} over seeds "
         f"{', '.join(map(str, seeds))}; this config fits with seed {seeds[0]}.\n"
     )
-    write_atomically((header + config).encode(), folder / "best.yaml")
-    print(f"Best: trial {best.number}, mean val_acc {best.value:.4f}.\nWrote {folder / 'best.yaml'}")
+    write_atomically((header + base.parser.dump(config, skip_none=False)).encode(), folder / "best.yaml")
+    print(f"Best: trial {best.number}, mean val_acc {best.values[0]:.4f}.\nWrote {folder / 'best.yaml'}")
     kept = optuna.create_study(direction="maximize")  # in memory: the plots show the kept trials alone
     kept.add_trials([t for t in trials if t.state.is_finished()])
     _plot(kept, settings)
 
 
-def _fits(trial: FrozenTrial, dimensions: list) -> bool:
+def _fits(trial: FrozenTrial, space: list) -> bool:
     """Whether each value is one the space draws, from its distribution; a complete trial has them all, and its
     val_acc is an accuracy. A trial that does not is said in a warning."""
     complete = trial.state == TrialState.COMPLETE
-    problems = [problem for d in dimensions if (problem := _misfit(d, trial, complete))]
-    if complete and not 0 <= trial.value <= 1:  # type: ignore[operator]
-        problems.append(f"its val_acc {trial.value!r} is not an accuracy")
+    problems = [problem for d in space if (problem := _misfit(d, trial, complete))]
+    if complete and not 0 <= trial.values[0] <= 1:
+        problems.append(f"its val_acc {trial.values[0]!r} is not an accuracy")
     if problems:
         print(f"mnist-lite: warning: trial {trial.number} is left out: {problems[0]}.", file=sys.stderr)
     return not problems

@@ -1,5 +1,5 @@
-"""Before a study's first trial: every key at each bound and choice, parsed and built by fit's own code, so an
-unknown key, a value of the wrong type or one a class refuses is one line, and every value a trial draws parses."""
+"""Before a study's first trial: each key at each bound and choice, parsed and built by fit's own code, so that a
+bad key or value is one line and every value a trial draws parses."""
 
 from argparse import ArgumentError
 from typing import Any
@@ -12,9 +12,9 @@ from mnist_lite.training import cli as lightning_cli
 SET_BY_THE_SWEEP = {"seed_everything": "--seeds", "trainer.logger": "the sweep (its trials log into --output)"}
 
 
-def base(settings: Settings, dimensions: list) -> Any:
+def base(settings: Settings) -> Any:
     """fit's CLI for the base configs with what every trial adds, unrun; first, the keys only the sweep sets."""
-    for d in dimensions:
+    for d in settings.space:
         if setter := SET_BY_THE_SWEEP.get("trainer.logger" if d.key.startswith("trainer.logger.") else d.key):
             raise UserError(f"--space: {d.key} is set by {setter}; leave it out of the space.")
     lightning_cli.check_config_files(settings.args())
@@ -25,21 +25,15 @@ def base(settings: Settings, dimensions: list) -> Any:
         raise UserError(f"--config: {concise(str(e))}") from None
 
 
-def check_rounds(base: Any, settings: Settings, dimensions: list) -> None:
-    """One build per round, each key at its next candidate: what a trial would build, with the checks the classes
-    make themselves. A round that fails to parse is parsed again key by key, to name the key."""
-    candidates = {d.key: d.candidates() for d in dimensions}
+def check_rounds(settings: Settings) -> None:
+    """One build per round, each key at its next candidate: what a trial builds, with the classes' own checks."""
+    candidates = {d.key: d.candidates() for d in settings.space}
     for i in range(max(map(len, candidates.values()))):
         chosen = {key: values[i % len(values)] for key, values in candidates.items()}
         try:
             with capture.quiet():
                 lightning_cli.build(settings.trial_args(chosen), run=False, exit_on_error=False)
-        except ArgumentError:
-            for key, value in chosen.items():
-                try:
-                    base.parser.parse_args(settings.args({key: value}))
-                except ArgumentError as e:
-                    raise UserError(f"--space: {key}: {value!r} is not accepted: {concise(str(e))}") from None
-            raise UserError(f"--space: these values are not accepted together: {chosen}") from None
+        except ArgumentError as e:  # jsonargparse's message names the key and the value
+            raise UserError(f"--space: {concise(str(e))}") from None
         except UserError as e:
             raise UserError(f"--space: a trial of {chosen} would fail: {e}") from None
