@@ -1,17 +1,18 @@
 """Decoding pictures from strangers where the kernel bounds what each one may cost.
 
-A decoder's cost is not a function of its file's size that a list of checks could follow: a JPEG of empty
-markers, a TIFF of a strip per row, a PNG of millions of text chunks each cost seconds and gigabytes from a few
-megabytes. So PIL runs in a worker process, started once per process that decodes and reused for every picture,
-under RLIMIT_AS (its address space) and RLIMIT_CPU (re-armed for each picture), and its parent waits for each
-answer at most WALL_FACTOR times as long. A worker out of memory answers a refusal; one killed or late is
+A decoder's cost does not follow its file's size: a JPEG of empty markers, a TIFF of a strip per row, a PNG of
+millions of text chunks each cost seconds and gigabytes from a few megabytes. So PIL runs in a warm worker process
+(one per decoding process) under RLIMIT_AS and RLIMIT_CPU (re-armed for each picture), and its parent waits for
+each answer at most WALL_FACTOR times as long. A worker out of memory answers a refusal; one killed or late is
 replaced, and its picture refused: ``TooCostly``, one line, whatever kind of bomb it was. The worker imports PIL
 and numpy, not torch, and answers raw pixels, never pickles: nothing it sends can run code in its parent.
 """
 
+import functools
 import io
 import math
 import os
+import pickle
 import resource
 import select
 import signal
@@ -22,8 +23,6 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -34,11 +33,10 @@ PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # the formats people save digi
 SECONDS = 2.0  # CPU time one picture may take in the worker (RLIMIT_CPU, whole seconds: up to 1 s more) ...
 SECONDS_ENV = "MNIST_LITE_DECODE_SECONDS"  # ... or this, when set (the tests' tighter bound)
 WALL_FACTOR = 1.5  # ... and the parent's wait for its answer, this many times SECONDS
-MEMORY = 768 * 2**20  # the worker's whole address space (RLIMIT_AS); about 120 MiB of it is Python, numpy and PIL
+MEMORY = 768 * 2**20  # the worker's whole address space (RLIMIT_AS), Python, numpy and PIL included
 BATCH_BYTES = 8 * 2**20  # pictures go to the worker in one round trip up to this many bytes
 STARTUP_SECONDS = 60  # for the worker's imports, once per worker
 _REPLY = struct.Struct("<cIII")  # kind (u: uint8, f: float32, E: unreadable, C: too costly), height, width, bytes
-_FORMATS = ", ".join(PICTURE_FORMATS[:-1]) + f" or {PICTURE_FORMATS[-1]}"
 
 
 class TooCostly(ValueError):
@@ -55,6 +53,7 @@ class Decoder:
         self.wall = self.seconds * WALL_FACTOR if wall is None else wall
         self.over = f"refused: over the time/memory bound ({self.seconds:g} s, {self.memory // 2**20} MiB)"
         self.process: subprocess.Popen[bytes] | None = None
+        self.unread = 0  # answers the worker owes
         self.buffer = bytearray()  # read from the worker, not yet taken
         self.lock = threading.Lock()
 
@@ -73,79 +72,50 @@ class Decoder:
         yield from self._batch(batch)
 
     def _batch(self, batch: list[bytes | ValueError]) -> Iterator[np.ndarray | ValueError]:
+        """Each answer as the worker gives it, so its parent works on one while it decodes the next."""
         with self.lock:  # one caller at a time talks to the worker
-            answers = self._answers([p for p in batch if isinstance(p, bytes)])
-            for picture in batch:
-                yield picture if isinstance(picture, ValueError) else next(answers)
-            next(answers, None)  # its end: the worker has nothing more to say
-
-    def _answers(self, pictures: list[bytes]) -> Iterator[np.ndarray | ValueError]:
-        """Each picture's answer as the worker gives it (so its parent works on one while it decodes the next); a
-        worker that dies or is late is replaced, its picture refused, and the rest sent to the new one."""
-        unread = 0
-        try:
-            while pictures:
-                self._send(pictures)
-                unread = len(pictures)
-                for n in range(len(pictures)):
-                    answer = self._receive()
-                    if answer is None:
-                        self.close()
-                        unread, pictures = 0, pictures[n + 1 :]
-                        yield TooCostly(self.over)
-                        break
-                    unread -= 1
-                    yield answer
-                else:
-                    pictures = []
-        finally:
-            if unread:  # left before every answer was read: they would be taken for the next pictures'
+            if self.unread:  # a caller stopped early: its answers would be taken for these pictures'
                 self.close()
+            for i, picture in enumerate(batch):
+                if isinstance(picture, bytes) and not self.unread:  # the first, or the next after a worker stopped
+                    self._send([p for p in batch[i:] if isinstance(p, bytes)])  # the rest, in one round trip
+                yield picture if isinstance(picture, ValueError) else self._receive()
 
     def _send(self, pictures: list[bytes]) -> None:
-        message = b"".join([struct.pack("<I", len(pictures))] + [struct.pack("<Q", len(p)) + p for p in pictures])
-        for attempt in (0, 1):
-            process = self._worker()
-            assert process.stdin is not None
+        message = pickle.dumps(pictures, protocol=5)  # to the worker, which trusts its parent; never the other way
+        for retry in (False, True):  # a worker killed from outside since its last answer: once more, afresh
+            stdin = self._worker().stdin
             try:
-                _write_all(process.stdin.fileno(), message)
+                stdin.write(message)  # type: ignore[union-attr]
+                stdin.flush()  # type: ignore[union-attr]
+                self.unread = len(pictures)
                 return
-            except OSError:  # a worker that died since its last answer (killed from outside): once more, afresh
+            except OSError:
                 self.close()
-                if attempt:
+                if retry:
                     raise
 
-    def _receive(self) -> np.ndarray | ValueError | None:
-        """The worker's next answer, or None when it ended or was late."""
+    def _receive(self) -> np.ndarray | ValueError:
+        """The worker's next answer; a worker that ended, was late or sent nonsense is stopped, its picture refused."""
         header = self._read(_REPLY.size, self.wall)
-        if header is None:
-            return None
-        kind, height, width, size = _REPLY.unpack(header)
-        payload = self._read(size, self.wall) if size <= 4 * WORKING_SIDE**2 else None
-        if payload is None:
-            return None
-        if kind in (b"E", b"C"):
+        kind, height, width, size = _REPLY.unpack(header) if header else (b"", 0, 0, 0)
+        payload = self._read(size, self.wall) if header and size <= 4 * WORKING_SIDE**2 else None
+        if payload is not None and kind in (b"E", b"C"):
+            self.unread -= 1
             message = " ".join(payload.decode("utf-8", "replace").split())[:500] or self.over
             return (TooCostly if kind == b"C" else ValueError)(message)
-        if kind in (b"u", b"f") and height * width * (1 if kind == b"u" else 4) == size:
+        if payload is not None and kind in (b"u", b"f") and height * width * (1 if kind == b"u" else 4) == size:
+            self.unread -= 1
             return np.frombuffer(payload, np.uint8 if kind == b"u" else np.float32).reshape(height, width)
-        return None  # not what a worker sends: as if it had died
+        self.close()
+        return TooCostly(self.over)
 
     def _worker(self) -> subprocess.Popen[bytes]:
-        if self.process is None:
-            source = str(Path(__file__).resolve().parents[2])  # this mnist_lite, even when it is not installed
-            paths = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
-            env = {**os.environ, "PYTHONPATH": paths, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-            code = "import sys; from mnist_lite.boundaries import decoding\n"
-            code += "decoding.work(float(sys.argv[1]), int(sys.argv[2]))"
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", code, str(self.seconds), str(self.memory)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                bufsize=0,
-                env=env,
-            )
+        if self.process is None:  # this file as a script (-P: nothing beside it is importable): PIL and numpy only
+            command = [sys.executable, "-P", __file__, str(self.seconds), str(self.memory)]
+            env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+            pipe = subprocess.PIPE
+            self.process = subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=subprocess.DEVNULL, env=env)
             if self._read(1, STARTUP_SECONDS) != b"R":
                 self.close()
                 raise RuntimeError("the image decoding worker did not start")
@@ -157,10 +127,9 @@ class Decoder:
         fd, deadline = self.process.stdout.fileno(), time.monotonic() + seconds
         while len(self.buffer) < size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                return None
-            chunk = os.read(fd, max(size - len(self.buffer), 2**16))  # often several answers at once
-            if not chunk:
+            ready = remaining > 0 and select.select([fd], [], [], remaining)[0]
+            chunk = os.read(fd, max(size - len(self.buffer), 2**16)) if ready else b""  # often several answers
+            if not chunk:  # late, or ended
                 return None
             self.buffer += chunk
         data = bytes(self.buffer[:size])
@@ -171,36 +140,24 @@ class Decoder:
         """Stop the worker (the next picture starts another)."""
         if self.process is not None:
             self.process.kill()
-            self.process.wait()
-            for pipe in (self.process.stdin, self.process.stdout):
-                if pipe is not None:
-                    pipe.close()
-            self.process, self.buffer = None, bytearray()
+            self.process.communicate()  # closes the pipes and waits for it
+            self.process, self.unread, self.buffer = None, 0, bytearray()
 
 
-_decoder: tuple[int, Decoder] | None = None
+@functools.cache
+def _decoder(pid: int) -> Decoder:
+    return Decoder()
 
 
 def decode(pictures: Iterable[bytes | ValueError]) -> Iterator[np.ndarray | ValueError]:
     """``Decoder.decode`` with this process's own worker (a forked process, a DataLoader's, starts its own)."""
-    global _decoder
-    if _decoder is None or _decoder[0] != os.getpid():
-        _decoder = (os.getpid(), Decoder())
-    return _decoder[1].decode(pictures)
+    return _decoder(os.getpid()).decode(pictures)
 
 
 def reset() -> None:
     """Stop this process's worker; the next ``decode`` starts one with the module's bounds as they are then."""
-    global _decoder
-    if _decoder is not None and _decoder[0] == os.getpid():
-        _decoder[1].close()
-    _decoder = None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    _decoder(os.getpid()).close()
+    _decoder.cache_clear()
 
 
 # ---- the worker's side ----
@@ -215,35 +172,28 @@ def work(seconds: float, memory: int) -> None:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses over twice this, and only warns from it
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")  # broken tags it skips
-    out = os.dup(1)
+    out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # nothing else printed can mix with the answers
-    _write_all(out, b"R")
-    stdin = os.fdopen(0, "rb", buffering=2**20)
-    while header := stdin.read(4):
-        count = struct.unpack("<I", _read_exactly(stdin, 4, header))[0]
-        pictures = [_read_exactly(stdin, struct.unpack("<Q", _read_exactly(stdin, 8))[0]) for _ in range(count)]
+    out.write(b"R")
+    out.flush()
+    stdin = os.fdopen(0, "rb")
+    while True:
+        try:  # a whole batch before any answer: the parent writes it all before it reads
+            pictures = pickle.load(stdin)
+        except EOFError:  # the parent is gone, or closed us
+            return
         for data in pictures:
             used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
             limit = math.ceil(used + seconds)  # SIGXCPU, which ends the worker, once it has used this much
             resource.setrlimit(resource.RLIMIT_CPU, (limit if hard_cpu < 0 else min(limit, hard_cpu), hard_cpu))
-            kind, shape, payload = b"E", (0, 0), b""
             try:
                 pixels = pixels_of(data)
                 kind, shape, payload = (b"u" if pixels.dtype == np.uint8 else b"f"), pixels.shape, pixels.tobytes()
-            except TooCostly as e:
-                kind, payload = b"C", str(e).encode()
-            except MemoryError:
-                kind = b"C"  # the parent says which bound
-            except ValueError as e:
-                payload = str(e).encode()
-            _write_all(out, _REPLY.pack(kind, *shape, len(payload)) + payload)
-
-
-def _read_exactly(stdin: BinaryIO, size: int, start: bytes = b"") -> bytes:
-    data = start + stdin.read(size - len(start))
-    if len(data) < size:
-        sys.exit(0)  # the parent is gone, or closed us
-    return data
+            except (ValueError, MemoryError) as e:  # a MemoryError says nothing: the parent says which bound
+                costly = isinstance(e, TooCostly | MemoryError)
+                kind, shape, payload = b"C" if costly else b"E", (0, 0), str(e).encode()
+            out.write(_REPLY.pack(kind, *shape, len(payload)) + payload)
+            out.flush()
 
 
 def pixels_of(data: bytes) -> np.ndarray:
@@ -258,7 +208,7 @@ def pixels_of(data: bytes) -> np.ndarray:
     except Image.DecompressionBombError as e:
         raise TooCostly(str(e)) from None
     except UnidentifiedImageError:
-        raise ValueError(f"unreadable: not a {_FORMATS} image") from None
+        raise ValueError("unreadable: not a PNG, JPEG, BMP or TIFF image") from None
     except (ValueError, MemoryError):
         raise
     except Exception as e:  # PIL's parsers raise OSError, SyntaxError, TypeError, struct.error, ... on bad files
@@ -284,3 +234,7 @@ def _grey(img: Image.Image) -> np.ndarray:
             background = np.float32(1.0 if ink_is_dark else 0.0)
             return grey * alpha + background * (1 - alpha)
     return np.asarray(img.convert("L"))
+
+
+if __name__ == "__main__":
+    work(float(sys.argv[1]), int(sys.argv[2]))
