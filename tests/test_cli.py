@@ -201,7 +201,9 @@ def _imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mnist_lite"):
-            found |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
+            named = {f"{node.module}.{alias.name}" for alias in node.names}
+            # `from package import module` depends on that module, not on the package's __init__
+            found |= named if named <= set(_package_modules()) else {*named, node.module}
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("mnist_lite")}
         elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "import_module":

@@ -1,10 +1,6 @@
-"""Bounds on what a YAML config may cost: its size, and what its aliases expand to.
-
-jsonargparse reads every ``--config`` file and command-line value through one YAML loader. PyYAML itself resolves
-aliases by reference, so a "billion laughs" file loads in microseconds; it is the deep copies made afterwards that
-take minutes and gigabytes. So the text is capped, and the loaded value is measured as if every alias were
-expanded (with a memo, so measuring costs no more than the file) before anyone copies it.
-"""
+"""Bounds on what a YAML config may cost, in jsonargparse's one YAML loader: its text's size, and the values its
+aliases expand to (a "billion laughs" loads by reference; the copies made afterwards would not), measured with a
+memo before anyone copies it."""
 
 from typing import Any
 
@@ -41,9 +37,8 @@ def bounded(load: Any) -> Any:
         value = load(text)
         size = expanded_size(value)
         if size > MAX_CONFIG_NODES:
-            raise ConfigTooLarge(
-                f"config expands to {size:,} values through its aliases, more than the {MAX_CONFIG_NODES:,} allowed"
-            )
+            too_many = f"{size:,} values through its aliases, more than the {MAX_CONFIG_NODES:,} allowed"
+            raise ConfigTooLarge(f"config expands to {too_many}")
         return value
 
     load_bounded.bounded = True  # type: ignore[attr-defined]

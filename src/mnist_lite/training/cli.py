@@ -1,14 +1,10 @@
 """fit, validate, test and predict: LightningCLI over the classifier and the MNIST DataModule, extended only where
 LightningCLI documents it (its hooks, ``parse_arguments``, ``instantiate_trainer``, the parser and its kwargs)."""
 
-import argparse
-import copy
-import itertools
 import logging
 import os
 import re
 import shlex
-import shutil
 import signal
 import sys
 import warnings
@@ -16,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from jsonargparse import DefaultHelpFormatter, Namespace, set_parsing_settings
+from jsonargparse import Namespace, set_parsing_settings
 from jsonargparse.typing import PositiveInt
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
@@ -27,81 +23,22 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 
 from mnist_lite import __version__
-from mnist_lite.boundaries import checkpoints, config_limits, files, network_spec
+from mnist_lite.boundaries import checkpoints, config_limits, network_spec
 from mnist_lite.boundaries import run_folders as runs
-from mnist_lite.errors import ConciseErrors, UserError, fail
+from mnist_lite.errors import UserError, fail
 from mnist_lite.training.callbacks import CSVPredictionWriter, EvaluationReport, KeepOnStop, Requeued, RequeueOnSignal
+from mnist_lite.training.callbacks.requeue import complete_srun_environment
 from mnist_lite.training.checkpoint_io import SafeCheckpointIO
 from mnist_lite.training.datamodule import MNISTDataModule
 from mnist_lite.training.loggers import RunLogger
 from mnist_lite.training.module import MNISTClassifier
+from mnist_lite.training.parser import DENIED_IMPORT_PATHS, DigitTrainer, Parser, ShortHelp, check_config_files
 
-# Import paths no config value may name, added to jsonargparse's own denylist (os, subprocess, builtins.exec, ...):
-# the loaders that would turn a file into code.
-DENIED_IMPORT_PATHS = ["torch.hub", "torch.load", "torch.jit.load", "torch.package", "torch.utils.cpp_extension"]
-DENIED_IMPORT_PATHS += ["numpy.load", "lightning.pytorch.core.saving"]
-# Lightning's bar redraws after every step; every 20 it still looks live (benchmarks/progress_bar.py). A bar in
+# Lightning's bar redraws after every step; every 20 still looks live (benchmarks/progress_bar.py). A bar in
 # trainer.callbacks overrides it.
 PROGRESS_REFRESH_STEPS = 20
 # One thread per process: a run's numbers do not depend on the machine's load (benchmarks/threads.py).
 THREADS = 1
-
-
-class ShortHelp(DefaultHelpFormatter):
-    """``--help`` in about two lines an option, 140 columns wide: its name, the first sentence of its help, its type
-    and default. (A class's full options: ``--model.optimizer.help AdamW``; every value: ``--print_config``.)"""
-
-    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("width", max(140, shutil.get_terminal_size().columns))
-        kwargs.setdefault("max_help_position", 42)
-        super().__init__(prog, *args, **kwargs)
-
-    def add_argument(self, action: argparse.Action) -> None:
-        if action.help and action.help != argparse.SUPPRESS:
-            action = copy.copy(action)  # the parser's own stays whole
-            text = re.sub(r"\s+", " ", action.help.replace("``", "`"))
-            first = re.split(r"(?<![ (]e\.g)(?<![ (]i\.e)(?<=[a-z0-9)`])\. ", text, maxsplit=1)[0].rstrip(".")
-            action.help = f"{first}."
-            if action.nargs is None and len(action.option_strings) == 1:  # the help says its type: no metavar
-                action.metavar = ""
-        super().add_argument(action)
-
-
-class Parser(ConciseErrors, LightningArgumentParser):
-    """LightningCLI's parser with short errors, and the project's own ``--ckpt_path``: Lightning's offers ``hpc``
-    and ``registry``, neither of which works here, and a ``weights_only`` switch that every read here sets."""
-
-    def add_method_arguments(self, theclass: Any, themethod: str, *args: Any, **kwargs: Any) -> list[str]:
-        kwargs["skip"] = {*(kwargs.get("skip") or ()), "ckpt_path", "weights_only"}
-        added = super().add_method_arguments(theclass, themethod, *args, **kwargs)
-        self.add_argument("--ckpt_path", type=str | None, default=None, help=f"The checkpoint: {runs.CKPT_HELP}.")
-        return [*added, "ckpt_path"]
-
-
-class DigitTrainer(Trainer):
-    """Lightning's Trainer, whose ``limit_*_batches`` keep the type written: 1 is one batch, 1.0 all of them.
-
-    Args:
-        limit_train_batches: how many training batches (int) or which fraction of them (float) to run.
-        limit_val_batches: the same for validation.
-        limit_test_batches: the same for test.
-        limit_predict_batches: the same for predict.
-    """
-
-    def __init__(  # Lightning annotates them float | int, which a parser reads as a float first
-        self,
-        *,
-        limit_train_batches: int | float | None = None,
-        limit_val_batches: int | float | None = None,
-        limit_test_batches: int | float | None = None,
-        limit_predict_batches: int | float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        limits = (limit_train_batches, limit_val_batches, limit_test_batches, limit_predict_batches)
-        super().__init__(**dict(zip(LIMITS, limits)), **kwargs)
-
-
-LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
 class MnistLiteCLI(LightningCLI):
@@ -189,11 +126,8 @@ class MnistLiteCLI(LightningCLI):
     def before_fit(self) -> None:
         if self.trainer.is_global_zero:
             counted = ModelSummary(self.model, max_depth=0)
-            print(
-                f"{type(self.model.net).__name__}: {counted.total_parameters:,} parameters, "
-                f"{counted.trainable_parameters:,} trainable",
-                flush=True,
-            )
+            trainable = f"{counted.trainable_parameters:,} trainable"
+            print(f"{type(self.model.net).__name__}: {counted.total_parameters:,} parameters, {trainable}", flush=True)
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
@@ -243,8 +177,7 @@ def _check_builds(model: Namespace) -> None:
 def _log_root(config: Namespace) -> Path:
     logger = config.get("trainer", {}).get("logger")
     init = logger.get("init_args") if isinstance(logger, Namespace) else None
-    if not isinstance(init, Namespace):
-        return runs.LOG_ROOT
+    init = init if isinstance(init, Namespace) else Namespace()
     return Path(init.get("save_dir") or runs.LOG_ROOT) / (init.get("name") or "")
 
 
@@ -255,15 +188,9 @@ def build(
     exit_on_error: bool = True,
     summaries: dict[str, str] | None = None,
 ) -> MnistLiteCLI:
-    """The LightningCLI behind fit, validate, test and predict.
-
-    Args:
-        args: the command line after ``mnist-lite``; with ``run=False``, without the subcommand.
-        run: run the subcommand; ``False`` only builds the trainer, model and data.
-        callbacks: added to the Trainer's (the sweep's).
-        exit_on_error: ``False``: a bad argument raises ``argparse.ArgumentError`` instead of exiting.
-        summaries: the subcommands' descriptions, for their --help.
-    """
+    """The LightningCLI behind fit, validate, test and predict; ``run=False`` only builds the trainer, model and
+    data (no subcommand in ``args``). ``callbacks`` are added to the Trainer's (the sweep's); with
+    ``exit_on_error=False`` a bad argument raises ``argparse.ArgumentError``; ``summaries`` go in --help."""
     config_limits.install()
     set_parsing_settings(import_path_denylist=DENIED_IMPORT_PATHS)  # also turns jsonargparse's policy on
     header = [f"mnist-lite {shlex.join(args)}"[:10_000]] if run else []  # a run's config.yaml: what made it
@@ -304,37 +231,6 @@ def _cli_class(subcommand: str | None) -> type[MnistLiteCLI]:
             return named
 
     return OneSubcommand
-
-
-def check_config_files(args: list[str]) -> None:
-    """Every config file named on the command line is a regular file: jsonargparse would open a FIFO and wait
-    forever, and read a device without end."""
-    groups = ("--config", "-c", "--trainer", "--model", "--data", "--checkpoint", "--predictions", "--report")
-    given = [(o, v) for o, v in itertools.pairwise(args) if o in groups]
-    given += [(o, v) for o, equals, v in (a.partition("=") for a in args) if equals and o in groups]
-    for option, value in given:
-        try:
-            files.check_regular(value)
-        except FileNotFoundError:
-            continue  # jsonargparse says so, or takes the value as inline YAML
-        except OSError as e:
-            raise UserError(f"{option} {value}: {e}. Pass a YAML file.") from None
-
-
-def complete_srun_environment() -> None:
-    """``srun -n N`` tells each task how many run on each node in SLURM_TASKS_PER_NODE ("2", or "2(x3)" for three
-    nodes), but not in SLURM_NTASKS_PER_NODE, which Lightning's SLURM environment requires. When every node runs
-    the same number of tasks the two say the same, so it is filled in; an uneven layout is refused in one line."""
-    if "SLURM_NTASKS" not in os.environ or "SLURM_NTASKS_PER_NODE" in os.environ or "SLURM_STEP_ID" not in os.environ:
-        return
-    layout = os.environ.get("SLURM_TASKS_PER_NODE", "")
-    even = re.fullmatch(r"(\d+)(?:\(x\d+\))?", layout)
-    if even is None:
-        raise UserError(
-            f"srun placed the tasks unevenly ({layout} per node), and every node must run as many: "
-            "srun --nodes=N --ntasks-per-node=K mnist-lite ..."
-        )
-    os.environ["SLURM_NTASKS_PER_NODE"] = even.group(1)
 
 
 def quiet() -> None:

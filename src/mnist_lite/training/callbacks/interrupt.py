@@ -1,5 +1,5 @@
 """Ctrl-C during fit keeps the work: the step in progress ends, a checkpoint of it is saved, and the command that
-resumes it is printed (lightning_cli.main)."""
+resumes it is printed (training/cli.py)."""
 
 import signal
 from pathlib import Path
@@ -12,15 +12,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class KeepOnStop(Callback):
-    """The first Ctrl-C (SIGINT) while training takes SIGTERM's path: Lightning ends the step in progress and stops
-    with ``SIGTERMException``. On that exception, for either signal, ``interrupted.ckpt`` is saved beside the run's
-    other checkpoints, at a step boundary, so that resuming from it reaches the weights of a run never stopped
-    (tests/test_reliability.py). A second Ctrl-C stops the process at once. Any other exception (a diverged run, a
-    full disk) saves nothing: those weights are not worth resuming.
-
-    Lightning's ``OnExceptionCheckpoint`` does the same save, but its presence also turns every fit without
-    ``--ckpt_path`` into a resume from "last", with two warnings, and its path is needed before the run's folder is.
-    """
+    """The first Ctrl-C takes SIGTERM's path (Lightning ends the step in progress); then, for either signal,
+    ``interrupted.ckpt`` is saved beside the run's checkpoints, and resuming from it reaches the weights of a run
+    never stopped (tests/test_reliability.py). A second Ctrl-C stops at once; other errors save nothing. Lightning's
+    ``OnExceptionCheckpoint`` would make every fit without ``--ckpt_path`` resume from "last"."""
 
     FILENAME = "interrupted.ckpt"
 

@@ -1,5 +1,6 @@
 """Under SLURM: save a checkpoint at the end of the step in progress when told to stop, requeue the job, resume."""
 
+import os
 import re
 import signal
 import subprocess
@@ -20,15 +21,10 @@ class Requeued(Exception):
 
 
 class RequeueOnSignal(Callback):
-    """SIGUSR1 (``#SBATCH --signal=USR1@90`` before the time limit, or ``scancel --signal=USR1`` to preempt) asks
-    every process to stop after its current step: then an ``hpc_ckpt_N.ckpt`` is saved where Lightning's SLURM
-    support looks for it (``trainer.default_root_dir``), the job is requeued, and the requeued job resumes from it,
-    to the same weights as a run never stopped (tests/test_slurm.py).
-
-    Lightning's own handler, which this one takes the place of, saves from inside the signal handler, wherever the
-    step is: weights, optimizer moments and the random state part-way into a step its counters say is not done, so
-    a resumed run repeats part of it and ends elsewhere. Outside SLURM this callback does nothing.
-    """
+    """SIGUSR1 (``#SBATCH --signal=USR1@90``, or ``scancel --signal=USR1``) stops every process after its step; an
+    ``hpc_ckpt_N.ckpt`` is saved where Lightning's SLURM support resumes from, and the job is requeued, to reach the
+    weights of a run never stopped (tests/test_slurm.py). Lightning's own handler saves mid-step. Outside SLURM this
+    callback does nothing."""
 
     def __init__(self) -> None:
         self.asked = False
@@ -63,3 +59,19 @@ class RequeueOnSignal(Callback):
                 why = done.stderr.strip() or f"exit code {done.returncode}"
                 raise UserError(f"scontrol requeue failed ({why}): resume with --ckpt_path {path}")
         raise Requeued
+
+
+def complete_srun_environment() -> None:
+    """``srun -n N`` tells each task how many run on each node in SLURM_TASKS_PER_NODE ("2", or "2(x3)" for three
+    nodes), but not in SLURM_NTASKS_PER_NODE, which Lightning's SLURM environment requires. When every node runs
+    the same number of tasks the two say the same, so it is filled in; an uneven layout is refused in one line."""
+    if "SLURM_NTASKS" not in os.environ or "SLURM_NTASKS_PER_NODE" in os.environ or "SLURM_STEP_ID" not in os.environ:
+        return
+    layout = os.environ.get("SLURM_TASKS_PER_NODE", "")
+    even = re.fullmatch(r"(\d+)(?:\(x\d+\))?", layout)
+    if even is None:
+        raise UserError(
+            f"srun placed the tasks unevenly ({layout} per node), and every node must run as many: "
+            "srun --nodes=N --ntasks-per-node=K mnist-lite ..."
+        )
+    os.environ["SLURM_NTASKS_PER_NODE"] = even.group(1)
