@@ -1,7 +1,9 @@
-"""Export: ONNX and TorchScript match PyTorch; the state_dict loads into the seed's plain module."""
+"""Export: ONNX, the torch.export program and TorchScript match PyTorch; the state_dict loads into the seed's plain
+module; none of them warns."""
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +49,30 @@ def test_onnx_matches_pytorch_with_a_dynamic_batch(checkpoint, tmp_path, pixels,
     onnx.checker.check_model(model)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     session = onnxruntime.InferenceSession(str(path))
-    for batch in (pixels, pixels[:7]):
+    for batch in (pixels, pixels[:7], pixels[:1]):
         (logits,) = session.run(None, {"images": batch.numpy()})
         assert logits.shape == (len(batch), 10)
         assert np.abs(logits - reference[: len(batch)].numpy()).max() < 1e-4
 
 
+def test_torch_export_program_matches_pytorch_with_a_dynamic_batch(checkpoint, tmp_path, pixels, reference) -> None:
+    program = torch.export.load(_export(checkpoint, "pt2", tmp_path / "model.pt2"))
+    with torch.inference_mode():
+        for batch in (pixels, pixels[:7], pixels[:1]):
+            logits = program.module()(batch)
+            assert logits.shape == (len(batch), 10)
+            assert (logits - reference[: len(batch)]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript", "state_dict"])
+def test_export_warns_nothing(fmt: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deprecated exporter's warning, or any other, fails the test
+        _export(tiny_checkpoint, fmt, tmp_path / f"model.{fmt}")
+
+
+# Torch deprecates TorchScript, and this test's own torch.jit.load says so; the export itself warns nothing (above).
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated:FutureWarning")
 def test_torchscript_matches_pytorch(checkpoint, tmp_path, pixels, reference) -> None:
     scripted = torch.jit.load(str(_export(checkpoint, "torchscript", tmp_path / "model.pt")))
     assert scripted.original_name == "Classifier"  # the normalisation and the network, nothing of Lightning
@@ -95,12 +115,13 @@ def test_state_dict_loads_into_the_seeds_plain_module(tiny_checkpoint, tmp_path,
     ("args", "expected"),
     [
         (["--ckpt_path", "missing.ckpt", "--format", "onnx"], "missing.ckpt does not exist"),
-        (["--format", "keras"], "Expected a typing.Literal['onnx', 'torchscript', 'state_dict']"),
+        (["--format", "keras"], "Expected a typing.Literal['onnx', 'pt2', 'torchscript', 'state_dict']"),
         (["--format", "onnx", "--output", "no/such/folder/model.onnx"], "folder no/such/folder does not exist"),
-        (["--output", "/dev/null"], "refusing to write /dev/null: it is a link or not a regular file"),
-        (["--output", "a" * 300 + ".onnx"], ": File name too long."),
+        (["--output", "/dev/null"], "--output /dev/null: it is a link, a folder, a FIFO or a device."),
+        (["--output", "a" * 300 + ".onnx"], ": its name is longer than 255 bytes."),
+        (["--output", "a/" * 2100 + "m.onnx"], ": File name too long."),
     ],
-    ids=["missing-checkpoint", "unknown-format", "missing-folder", "device-node", "name-too-long"],
+    ids=["missing-checkpoint", "unknown-format", "missing-folder", "device-node", "name-too-long", "path-too-long"],
 )
 def test_export_bad_input(args, expected, tiny_checkpoint, in_tmp: Path, capsys) -> None:
     full = ["--ckpt_path", str(tiny_checkpoint), "--output", "model.out", *args]
@@ -126,10 +147,21 @@ def test_export_never_replaces_the_checkpoint_or_follows_a_link(tiny_checkpoint,
 def test_export_replaces_an_existing_file_only_when_told(tiny_checkpoint, in_tmp: Path, capsys) -> None:
     (in_tmp / "model.pt").write_text("an earlier export")
     args = ["export", "--ckpt_path", str(tiny_checkpoint), "--format", "state_dict", "--output", "model.pt"]
-    assert "model.pt exists: choose a new --output, or add --overwrite to replace it." in fails(args, capsys)
+    assert "--output model.pt: it exists. Choose a new name, or add --overwrite to replace it." in fails(args, capsys)
     assert (in_tmp / "model.pt").read_text() == "an earlier export"
     main([*args, "--overwrite"])
     assert torch.load(in_tmp / "model.pt", weights_only=True).keys() == CompactCNN().state_dict().keys()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("onnx", "last.onnx"), ("pt2", "last.pt2"), ("state_dict", "last.weights.pt")]
+)
+def test_export_without_output_writes_the_checkpoints_name_here(fmt, name, tiny_checkpoint, in_tmp, capsys) -> None:
+    args = ["export", "--ckpt_path", str(tiny_checkpoint), "--format", fmt]
+    main(args)
+    assert capsys.readouterr().out.splitlines()[-1] == f"Wrote {name}"
+    assert [p.name for p in in_tmp.iterdir()] == [name]
+    assert f"--output {name}: it exists." in fails(args, capsys)  # and a second export never replaces it
 
 
 def test_read_only_output_folder_leaves_nothing(tiny_checkpoint, tmp_path: Path, capsys) -> None:

@@ -1,49 +1,46 @@
 """How this project opens files: regular files only, never blocking, and no output written through a link.
 
-A FIFO, a device or a socket given as a path would block a reader forever or never end; it is refused from
-``fstat`` on the descriptor actually opened, so swapping the file after a check changes nothing. Every open is
-non-blocking, so opening a FIFO returns at once. Outputs are created beside their destination under a fresh
-name (``mkstemp``) and renamed into place, which replaces a link instead of writing where it points. A name read
-from data is printed through ``printable``, so it cannot move the cursor or clear the terminal.
+A FIFO, a device or a socket would block a reader forever or never end: it is refused from ``fstat`` on the
+descriptor opened (non-blocking, so a FIFO opens at once), so swapping the file after a check changes nothing.
+Outputs are written beside their destination under a fresh name and renamed into place, which replaces a link
+instead of writing where it points. Names from data are shown through ``printable``: they cannot clear a terminal.
 """
 
 import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
+
+from mnist_lite.errors import UserError
+
+_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
 
 
-class NotARegularFile(OSError):
-    """A path that is a folder, a FIFO, a device or a socket where a file was expected."""
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+def _regular(path: str | Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise OSError(f"{path} is {_KINDS.get(stat.S_IFMT(mode), 'a device')}, not a regular file")
 
 
 def check_regular(path: str | Path) -> None:
-    """Raise ``NotARegularFile`` unless ``path`` is a regular file (following links); stat never blocks."""
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        raise NotARegularFile(f"{path} is {_kind(mode)}, not a regular file")
+    """Raise ``OSError`` unless ``path`` is a regular file (following links); stat never blocks."""
+    _regular(path, os.stat(path).st_mode)
 
 
-def open_for_reading(path: str | Path) -> BinaryIO:
-    """A regular file opened for reading; ``NotARegularFile`` for anything else, without ever blocking."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def _open(path: str | Path, flags: int, mode: Literal["rb", "wb"]) -> BinaryIO:
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotARegularFile(f"{path} is {_kind(mode)}, not a regular file")
+        _regular(path, os.fstat(fd).st_mode)
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return os.fdopen(fd, mode)
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_for_reading(path: str | Path) -> BinaryIO:
+    """A regular file opened for reading; ``OSError`` for anything else, without ever blocking."""
+    return _open(path, os.O_RDONLY, "rb")
 
 
 def read_bytes(path: str | Path, limit: int) -> bytes:
@@ -58,18 +55,29 @@ def read_bytes(path: str | Path, limit: int) -> bytes:
 def open_for_writing(path: str | Path) -> BinaryIO:
     """A new or emptied regular file to write as it goes (a CSV written batch by batch): never through a link,
     never a FIFO or a device."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o644)
+    file = _open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, "wb")
+    file.truncate(0)  # only once it is known to be a regular file
+    return file
+
+
+def check_output(path: Path, option: str, overwrite: bool = True) -> None:
+    """Refuse in a line, before any work, an output that cannot take a new file: a name too long, a missing
+    folder, a link, a folder, a FIFO or a device; and an existing file unless ``overwrite``."""
+    shown = printable(path)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotARegularFile(f"{path} is {_kind(mode)}, not a regular file")
-        os.ftruncate(fd, 0)
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise
+        if len(path.name.encode()) > 255:  # NAME_MAX of every common filesystem
+            problem = "its name is longer than 255 bytes"
+        elif not path.parent.is_dir():
+            problem = f"folder {printable(path.parent)} does not exist"
+        elif path.is_symlink() or (path.exists() and not path.is_file()):
+            problem = "it is a link, a folder, a FIFO or a device. Choose a new file name"
+        elif path.exists() and not overwrite:
+            problem = "it exists. Choose a new name, or add --overwrite to replace it"
+        else:
+            return
+    except OSError as e:  # a path too long, a folder that cannot be read, ...
+        problem = e.strerror or str(e)
+    raise UserError(f"{option} {shown}: {problem}.")
 
 
 def write_atomically(data: bytes | memoryview, path: str | Path) -> None:

@@ -1,77 +1,59 @@
-"""``mnist-lite export``: the fitted model for use without Lightning, as ONNX, TorchScript or a plain state_dict."""
+"""``mnist-lite export``: the fitted model for use without Lightning: ONNX, a ``torch.export`` program,
+TorchScript or a plain state_dict."""
 
 import io
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from mnist_lite.boundaries import checkpoints, files
 from mnist_lite.errors import UserError
 
-Format = Literal["onnx", "torchscript", "state_dict"]
+Format = Literal["onnx", "pt2", "torchscript", "state_dict"]
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt", "state_dict": ".weights.pt"}
 
 
-def export(ckpt_path: str, output: str, format: Format = "onnx", overwrite: bool = False) -> None:
+def export(ckpt_path: str, output: str | None = None, format: Format = "onnx", overwrite: bool = False) -> None:
     """Write a fitted model as ONNX, TorchScript or a plain state_dict, all or nothing.
 
     Args:
         ckpt_path: a .ckpt file; 'last' for the newest run's last checkpoint; 'best' for the checkpoint with the
             highest val_acc in any run under lightning_logs/.
-        output: the file to write. A new file, unless --overwrite is given; never a checkpoint.
-        format: onnx and torchscript are the fitted model itself (images in [0, 1] to logits); state_dict is the
-            network's weights, which the seed's plain module loads.
+        output: the file to write, never a checkpoint; by default the checkpoint's name with the format's suffix
+            (.onnx, .pt2, .pt, .weights.pt), in the current folder. A new file, unless --overwrite is given.
+        format: onnx, pt2 (a torch.export program, for torch.export.load) and torchscript (deprecated in torch:
+            prefer pt2) are the fitted model itself, images in [0, 1] to logits, for any batch size; state_dict is
+            the network's weights, which the assignment's plain module loads.
         overwrite: replace an existing output file.
     """
-    target = Path(output)
-    try:
-        _check_output(target, overwrite)
-    except OSError as e:  # a name too long for the filesystem, a folder that cannot be read, ...
-        raise UserError(f"cannot write {output}: {e.strerror or e}.") from None
     source, model = checkpoints.load_given(ckpt_path)
-    if target.exists() and target.resolve() == source.resolve():
-        raise UserError(f"refusing to write {output}: it is the checkpoint being exported. Choose another --output.")
+    target = Path(output) if output else Path(source.stem + SUFFIXES[format])
+    files.check_output(target, "--output", overwrite)
+    if target.suffix == ".ckpt" or target.parent.name == "checkpoints" or target.resolve() == source.resolve():
+        raise UserError(f"--output {files.printable(target)}: it names a checkpoint. Export to a file of its own.")
     data = io.BytesIO()  # serialised in memory, so a full disk is an OSError here, not a crash inside torch
+    example, batch = (torch.rand(2, 1, 28, 28),), ({0: torch.export.Dim("batch")},)
     if format == "state_dict":
         torch.save(model.net.state_dict(), data)
+    elif format == "pt2":
+        torch.export.save(torch.export.export(model, example, dynamic_shapes=batch), data)
     elif format == "torchscript":
-        with warnings.catch_warnings():  # TorchScript is deprecated upstream; the format is still asked for
+        with warnings.catch_warnings():  # deprecated upstream, as --help says; still asked for
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|save)` is deprecated")
-            torch.jit.save(torch.jit.trace(model, torch.rand(2, 1, 28, 28)), data)
+            torch.jit.save(torch.jit.trace(model, example), data)
     else:
-        _to_onnx(model, data)
+        try:
+            import onnxscript  # noqa: F401  # torch's ONNX exporter needs it
+        except ImportError:
+            raise UserError("ONNX export needs onnxscript: pip install 'mnist-lite[export]'.") from None
+        names: dict[str, Any] = {"input_names": ["images"], "output_names": ["logits"]}
+        onnx = torch.onnx.export(model, example, dynamic_shapes=batch, dynamo=True, verbose=False, **names)
+        assert onnx is not None  # None only from the legacy exporter
+        data.write(onnx.model_proto.SerializeToString())
     try:
         files.write_atomically(data.getbuffer(), target)
     except OSError as e:
-        raise UserError(f"cannot write {output}: {e.strerror or e}.") from None
-    print(f"Wrote {output}")
-
-
-def _check_output(output: Path, overwrite: bool) -> None:
-    if not output.parent.is_dir():
-        raise UserError(f"cannot write {output}: folder {output.parent} does not exist.")
-    if output.suffix == ".ckpt" or output.parent.name == "checkpoints":
-        raise UserError(f"refusing to write {output}: it names a checkpoint. Export to a file of its own.")
-    if output.is_symlink() or (output.exists() and not output.is_file()):
-        raise UserError(f"refusing to write {output}: it is a link or not a regular file. Choose a new file name.")
-    if output.exists() and not overwrite:
-        raise UserError(f"{output} exists: choose a new --output, or add --overwrite to replace it.")
-
-
-def _to_onnx(model: torch.nn.Module, file: io.BytesIO) -> None:
-    try:
-        import onnx
-    except ImportError:
-        raise UserError("ONNX export needs the onnx package: pip install 'mnist-lite[export]'.") from None
-    example = torch.rand(2, 1, 28, 28)
-    torch.onnx.export(
-        model,
-        (example,),
-        file,  # type: ignore[arg-type]  # the TorchScript-based exporter writes to any binary file object
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        dynamo=False,
-    )
-    onnx.checker.check_model(onnx.load_from_string(file.getvalue()))
+        raise UserError(f"cannot write {files.printable(target)}: {e.strerror or e}.") from None
+    print(f"Wrote {files.printable(target)}")

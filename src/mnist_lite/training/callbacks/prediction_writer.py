@@ -19,19 +19,8 @@ from mnist_lite.errors import UserError
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 SHOWN = 10  # rows and failures the console shows; the CSV has them all
-HEADER = [
-    "path",
-    "index",
-    "prediction",
-    "confidence",
-    "top1",
-    "top1_prob",
-    "top2",
-    "top2_prob",
-    "top3",
-    "top3_prob",
-    "error",
-]
+TOPS = [f"top{k}{prob}" for k in (1, 2, 3) for prob in ("", "_prob")]
+HEADER = ["path", "index", "prediction", "confidence", *TOPS, "error"]
 
 
 class CSVPredictionWriter(BasePredictionWriter):
@@ -41,16 +30,16 @@ class CSVPredictionWriter(BasePredictionWriter):
         output: the CSV file; by default ``predictions.csv`` in the run's log directory.
     """
 
+    path: Path
+    first: list[tuple[str, str, str]]  # (file, digit, confidence) of the first rows, for the console
+    failures: list[tuple[str, str]]  # (file, why) of the first files that could not be read
+    digits: Counter[int]
+
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="batch")
         if output is not None:  # checked before the run starts; opened without following a link when it does
-            _check_output(Path(output))
+            files.check_output(Path(output), "--predictions.output")
         self.output = output
-        self.path: Path | None = None
-        self.read = self.failed = 0
-        self.first: list[tuple[str, str, str]] = []  # (file, digit, confidence) of the first rows, for the console
-        self.digits: Counter[int] = Counter()
-        self.failures: list[tuple[str, str]] = []  # (file, why) of the first files that could not be read
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         trainer.predict_loop.return_predictions = False  # the CSV has them: don't also hold them all in memory
@@ -64,19 +53,11 @@ class CSVPredictionWriter(BasePredictionWriter):
             raise UserError(f"cannot write predictions to {self.path}: {e.strerror or e}.") from None
         self.file = io.TextIOWrapper(raw, newline="", encoding="utf-8")  # closed in on_predict_end
         self.csv = csv.writer(self.file)
-        self.read = self.failed = 0
-        self.first, self.digits, self.failures = [], Counter(), []
+        self.read, self.failed, self.first, self.digits, self.failures = 0, 0, [], Counter(), []
         self._write([HEADER])
 
     def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: Tensor,
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
+        self, trainer: Trainer, pl_module: LightningModule, prediction: Tensor, batch_indices: Any, batch: Any, *_: Any
     ) -> None:
         sources = batch[1] if isinstance(batch[1], list) else [("MNIST test set", i, "") for i in batch_indices]
         top_probs, top_digits = prediction.float().topk(3, dim=1)
@@ -86,14 +67,12 @@ class CSVPredictionWriter(BasePredictionWriter):
             name = files.printable(f"{path}[{index}]" if index != "" else path)  # shown on the console
             if error:
                 self.failed += 1
-                if len(self.failures) < SHOWN:
-                    self.failures.append((name, files.printable(error)))
-                rows.append([_text(path), index, "", "", "", "", "", "", "", "", _text(error)])
+                self.failures += [(name, files.printable(error))] if len(self.failures) < SHOWN else []
+                rows.append([_text(path), index, *[""] * (2 + len(TOPS)), _text(error)])
                 continue
             self.read += 1
             self.digits[digits[0]] += 1
-            if len(self.first) < SHOWN:
-                self.first.append((name, str(digits[0]), f"{probs[0]:.2f}"))
+            self.first += [(name, str(digits[0]), f"{probs[0]:.2f}")] if len(self.first) < SHOWN else []
             tops = [value for pair in zip(digits, (f"{p:.4f}" for p in probs)) for value in pair]
             rows.append([_text(path), index, digits[0], f"{probs[0]:.4f}", *tops, ""])
         self._write(rows)
@@ -131,19 +110,6 @@ class CSVPredictionWriter(BasePredictionWriter):
         plural = "s" if self.read != 1 else ""
         lines.append(f"Wrote predictions to {files.printable(self.path)}: {self.read} image{plural} predicted{failed}.")
         return "\n".join(lines)
-
-
-def _check_output(path: Path) -> None:
-    """Refuse in a line what cannot take the CSV: a folder, a link, a FIFO or a device, a name too long."""
-    problem = None
-    if len(path.name.encode()) > 255:  # NAME_MAX of every common filesystem
-        problem = "its name is longer than 255 bytes"
-    elif path.is_symlink():
-        problem = "it is a link"
-    elif path.exists() and not path.is_file():
-        problem = "it is a folder, a FIFO or a device, not a file"
-    if problem:
-        raise UserError(f"--predictions.output {path}: {problem}. Choose a new file name.")
 
 
 def _text(cell: str) -> str:
