@@ -135,3 +135,32 @@ def test_the_model_normalises_its_own_input(data_dir: Path) -> None:
     model(pixels)
     assert abs(seen[0].mean().item()) < 0.05 and abs(seen[0].std().item() - 1) < 0.05  # MNIST's statistics
     assert list(model.state_dict()) == [f"net.{k}" for k in model.net.state_dict()]  # no tensors beside the seed's
+
+
+def _labels(batches) -> list[list[int]]:
+    return [labels.tolist() for _, labels in batches]
+
+
+def test_the_training_loader_resumes_at_its_next_batch_and_after_an_epochs_end_at_the_next_epoch(
+    data_dir: Path,
+) -> None:
+    """The state a checkpoint keeps (the DataModule's, which holds StatefulDataLoader's): a new DataModule given it
+    goes on with the batch after the last one trained; a state from an epoch's last batch starts the next epoch."""
+    modules = [MNISTDataModule(data_dir=str(data_dir), batch_size=500) for _ in range(3)]
+    for dm in modules:
+        dm.setup("fit")
+    stopped = modules[0].train_dataloader()
+    stopped.sampler.set_epoch(1)  # as Lightning does at every epoch start
+    batches = iter(stopped)
+    first = _labels(next(batches) for _ in range(3))
+    modules[1].load_state_dict(modules[0].state_dict())
+    resumed = modules[1].train_dataloader()
+    resumed.sampler.set_epoch(1)
+    rest = _labels(batches)
+    assert len(first) + len(rest) == 110 and _labels(resumed) == rest
+    modules[2].load_state_dict(modules[0].state_dict())  # saved on the epoch's last batch
+    next_epoch = modules[2].train_dataloader()
+    next_epoch.sampler.set_epoch(2)
+    fresh = modules[0].train_dataloader()
+    fresh.sampler.set_epoch(2)
+    assert _labels(next_epoch) == _labels(fresh) != [*first, *rest]

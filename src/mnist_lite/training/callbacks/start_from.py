@@ -1,0 +1,34 @@
+"""A fit that starts from a fitted checkpoint's weights: a new run with its own schedule, unlike ``fit --ckpt_path``,
+which resumes the old one. What configs/finetune.yaml uses to teach a model your own digits (docs/own-digits.md)."""
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from mnist_lite.boundaries import checkpoints, run_folders
+from mnist_lite.errors import UserError
+
+
+class StartFrom(Callback):
+    """Args:
+    weights: the checkpoint whose weights the fit starts from: a ``.ckpt`` file, ``last`` or ``best``. Only its
+        weights are taken, read through the same safe reader as every checkpoint; its network must be the one
+        the config builds (pass the configs it was fitted with).
+    """
+
+    def __init__(self, weights: str) -> None:
+        self.weights = weights
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Before a resumed run's restore (Trainer._run restores after the setup hooks): --ckpt_path still wins.
+        if stage != "fit":
+            return
+        try:
+            path = run_folders.resolve_checkpoint(self.weights)
+            fitted = checkpoints.load_model(path).state_dict()
+        except UserError as e:
+            raise UserError(f"StartFrom.weights: {e}") from None
+        if {k: t.shape for k, t in fitted.items()} != {k: t.shape for k, t in pl_module.state_dict().items()}:
+            raise UserError(
+                f"StartFrom.weights: {path} holds another network than the config builds: "
+                "pass the configs it was fitted with (the first line of its run's config.yaml)."
+            )
+        pl_module.load_state_dict(fitted)
