@@ -176,10 +176,9 @@ def work(seconds: float, memory: int) -> None:
     os.dup2(2, 1)  # nothing else printed can mix with the answers
     out.write(b"R")
     out.flush()
-    stdin = os.fdopen(0, "rb")
     while True:
         try:  # a whole batch before any answer: the parent writes it all before it reads
-            pictures = pickle.load(stdin)
+            pictures = pickle.load(sys.stdin.buffer)
         except EOFError:  # the parent is gone, or closed us
             return
         for data in pictures:

@@ -1,8 +1,7 @@
 """People's own digit images: finding them, reading them, and making them look like MNIST.
 
 MNIST's digits were made by fitting each one into a 20x20 box, keeping its aspect ratio, and centring that box
-by its centre of mass in a 28x28 image, white ink on black. ``to_mnist`` does the same to any image, as a plain
-resize does not.
+by its centre of mass in a 28x28 image, white ink on black: ``to_mnist`` does the same to any image.
 """
 
 import bisect
@@ -101,9 +100,10 @@ def read_image(path: Path, index: int | None) -> Tensor:
     try:
         if is_array(path):
             _, (h, w), dtype, offset = header(path)
+            size = h * w * dtype.itemsize
             with files.open_for_reading(path) as f:  # one image: its bytes alone
-                data = os.pread(f.fileno(), h * w * dtype.itemsize, offset + (index or 0) * h * w * dtype.itemsize)
-            if len(data) != h * w * dtype.itemsize:
+                data = os.pread(f.fileno(), size, offset + (index or 0) * size)
+            if len(data) != size:
                 raise ValueError("unreadable: the file ends early")
             image = torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.float32).reshape(h, w))
             if not torch.isfinite(image).all():
@@ -119,10 +119,8 @@ def read_image(path: Path, index: int | None) -> Tensor:
 def _picture_bytes(path: Path) -> bytes | ValueError:
     try:
         return files.read_bytes(path, MAX_PICTURE_BYTES)
-    except OSError as e:
-        return ValueError(f"unreadable: {e}".strip())
-    except ValueError as e:
-        return e
+    except (OSError, ValueError) as e:
+        return e if isinstance(e, ValueError) else ValueError(f"unreadable: {e}".strip())
 
 
 def as_tensor(pixels: np.ndarray | ValueError) -> Tensor:
