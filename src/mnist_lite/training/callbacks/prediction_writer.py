@@ -42,7 +42,6 @@ class CSVPredictionWriter(BasePredictionWriter):
         self.output = output
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        trainer.predict_loop.return_predictions = False  # the CSV has them: don't also hold them all in memory
         self.path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
         if trainer.world_size > 1:  # each rank predicts its own shard
             self.path = self.path.with_name(f"{self.path.stem}-rank{trainer.global_rank}{self.path.suffix}")
