@@ -191,6 +191,7 @@ def build(
     """The LightningCLI behind fit, validate, test and predict; ``run=False`` only builds the trainer, model and
     data (no subcommand in ``args``). ``callbacks`` are added to the Trainer's (the sweep's); with
     ``exit_on_error=False`` a bad argument raises ``argparse.ArgumentError``; ``summaries`` go in --help."""
+    quiet()
     config_limits.install()
     set_parsing_settings(import_path_denylist=DENIED_IMPORT_PATHS)  # also turns jsonargparse's policy on
     header = [f"mnist-lite {shlex.join(args)}"[:10_000]] if run else []  # a run's config.yaml: what made it
@@ -240,11 +241,12 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     disable_possible_user_warnings()
     warnings.filterwarnings("ignore", category=FutureWarning, module="lightning")  # torch's, on Lightning's own code
+    # A resumed fit writes into a run folder of its own, by design (the filter Lightning's docs show for its own).
+    warnings.filterwarnings("ignore", "The dirpath has changed from", UserWarning, "lightning")
 
 
 def main(args: list[str], summaries: dict[str, str]) -> None:
     """``mnist-lite fit|validate|test|predict ARGS``: bad input is a line on stderr and a non-zero exit."""
-    quiet()
     keeper = KeepOnStop()
     try:
         complete_srun_environment()
