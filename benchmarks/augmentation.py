@@ -5,11 +5,21 @@
    set and on a shifted copy (each image rotated +-20 deg and shifted +-3 px, seeded).
 
     python benchmarks/augmentation.py [--repeats 3] [--epochs 3] [any mnist-lite fit option, --key=value]
+
+With --kornia, instead: the cost of one 64-image batch through configs/augmented.yaml's chain, today's batched
+functions against kornia's AugmentationSequential of the same four, run in turn (kornia is no dependency:
+pip install kornia).
+
+    python benchmarks/augmentation.py --kornia [--repeats 15]
 """
 
-import torch
+import time
+from pathlib import Path
 
-from mnist_lite.training.augmentations import warp
+import torch
+import yaml
+
+from mnist_lite.training.augmentations import TrainingAugmentation, warp
 from mnist_lite.training.data_source import to_unit_range
 
 from common import CPU, ROOT, arguments, build, median, parse_with_fit_options, quiet, recorded, timed
@@ -41,11 +51,44 @@ def epoch_seconds(configs: list[str], fit: list[str]) -> float:
     return timed(lambda: trainer.fit(model, datamodule=dm))
 
 
+def per_batch_against_kornia(repeats: int, calls: int = 100) -> None:
+    import kornia.augmentation as K
+
+    chain = yaml.safe_load(Path(AUGMENTED).read_text())["data"]["augment"]
+    affine = chain["affine"]
+    ours = TrainingAugmentation(chain)
+    theirs = K.AugmentationSequential(
+        K.RandomAffine(affine["degrees"], (affine["translate"],) * 2, affine["scale"], affine["shear"], p=1.0),
+        K.RandomBrightness(tuple(chain["brightness"]["factor"]), p=1.0),
+        K.RandomContrast(tuple(chain["contrast"]["factor"]), p=1.0),
+        K.RandomGaussianBlur((3, 3), tuple(chain["gaussian_blur"]["sigma"]), p=1.0),
+    )
+    batch = torch.rand(64, 1, 28, 28)
+
+    def ms(augment) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            augment(batch)
+        return (time.perf_counter() - start) / calls * 1000
+
+    ms(ours), ms(theirs)  # warm
+    runs = [(ms(ours), ms(theirs)) for _ in range(repeats)]
+    print("| one batch of 64, configs/augmented.yaml | median ms | runs (ms) |\n| --- | --- | --- |")
+    for name, times in (("mnist-lite's batched functions", [a for a, _ in runs]), ("kornia", [b for _, b in runs])):
+        print(f"| {name} | {median(times):.2f} | {', '.join(f'{t:.2f}' for t in times)} |")
+    print(f"\nmedian ratio kornia/ours: {median([b / a for a, b in runs]):.2f}")
+
+
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--kornia", action="store_true", help="only the per-batch cost against kornia's")
     args = parse_with_fit_options(parser)
+    if args.kornia:
+        with recorded(args.json, "augmentation-kornia"):
+            per_batch_against_kornia(args.repeats)
+        return
     with recorded(args.json, "augmentation"):
         quiet()
 
