@@ -4,8 +4,10 @@ same answers as ``mnist-lite predict``. The page in a real browser is tested in 
 import asyncio
 import base64
 import io
+import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -402,6 +404,37 @@ def test_a_connection_that_sends_no_headers_is_closed_and_health_still_answers(t
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_and_stop_together_on_sigterm(tiny_checkpoint: Path) -> None:
+    """--workers 2: uvicorn's worker processes each build the app from the environment, answer on the one port,
+    and end with the command, which says so and exits 0."""
+    command = [sys.executable, "-m", "mnist_lite", "serve", "--ckpt_path", str(tiny_checkpoint), "--port", "0"]
+    process = subprocess.Popen([*command, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while not line.startswith("Serving "):
+            line = _line(process.stdout)
+            assert line, _text(process.stderr)
+        url = line.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(url + "health", timeout=120) as reply:  # the workers import torch first
+            assert reply.status == 200
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        workers = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        picture = (EXAMPLES / "7_dark_on_light_120x160.png").read_bytes()
+        body = json.dumps({"image": _data_url(picture)}).encode()
+        request = urllib.request.Request(url + "predict", body, {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            assert json.loads(reply.read())["prediction"] in range(10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert _text(process.stdout).strip() == "Stopped."
+        assert len(workers) == 2 and not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 HEADER_TIMEOUT_SERVE = """

@@ -49,8 +49,10 @@ def serve(
     checkpoint, _ = checkpoints.load_given(ckpt_path)  # a bad checkpoint is one line here, not a failed worker
     settings = {"ckpt_path": str(checkpoint.resolve()), "max_upload_bytes": max_upload_mb * 2**20}
     os.environ[app.SETTINGS_ENV] = json.dumps(settings | {"allowed_hosts": allowed_hosts or []})
-    try:
-        sock = _listen(host, port)
+    try:  # bound here, so that --port 0 can print its port; accepted connections inherit TCP_NODELAY from it
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=2048, dualstack_ipv6=host == "::")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else every kept-alive reply waits for an ACK
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}. Choose another --port.") from None
     if host in EVERY_INTERFACE:
@@ -76,12 +78,3 @@ def serve(
     finally:
         signal.signal(signal.SIGTERM, previous)
     print("Stopped.", flush=True)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, made here so that --port 0 can print the port it got and a port in use fails in a line.
-    Accepted connections inherit its TCP_NODELAY: without it every kept-alive reply waits for the client's ACK."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048, dualstack_ipv6=host == "::")
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock

@@ -54,12 +54,10 @@ def create_app(
     one_at_a_time = anyio.CapacityLimiter(1)  # decoding and the model are CPU-bound: more threads only contend
 
     @app.exception_handler(HTTPException)
-    async def as_error(request: Request, e: HTTPException) -> JSONResponse:  # 404, 405: {"error": ...} too
-        return JSONResponse({"error": f"{e.detail}: {request.method} {request.url.path}"}, status_code=e.status_code)
-
-    @app.exception_handler(Refused)
-    async def refused(request: Request, e: Refused) -> JSONResponse:
-        return e.response()
+    async def as_error(request: Request, e: HTTPException) -> JSONResponse:  # Starlette's 404 and 405 too
+        if isinstance(e, Refused):
+            return e.response()
+        return Refused(e.status_code, f"{e.detail}: {request.method} {request.url.path}").response()
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:

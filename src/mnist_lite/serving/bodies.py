@@ -15,15 +15,11 @@ MAX_FILES = 16  # images per request
 USAGE = 'send an image as a multipart field named \'file\', or JSON {"image": "data:image/png;base64,..."}'
 
 
-class Refused(Exception):
-    """A request this API answers with a 4xx and a JSON ``{"error": ...}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
+class Refused(HTTPException):
+    """A request this API answers with a 4xx and a JSON ``{"error": ...}`` that says what was wrong."""
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.message}, status_code=self.status)
+        return JSONResponse({"error": self.detail}, status_code=self.status_code)
 
 
 async def pictures(request: Request) -> tuple[list[tuple[str, bytes]], bool]:
@@ -59,6 +55,8 @@ def _from_data_url(body: bytes) -> bytes:
 async def _from_multipart(request: Request) -> tuple[list[tuple[str, bytes]], bool]:
     try:
         form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
+    except Refused:
+        raise
     except HTTPException as e:  # Starlette's answer to a malformed body or too many parts
         raise Refused(400, f"the multipart body cannot be read ({e.detail}).") from None
     uploads = form.getlist("file")
