@@ -329,7 +329,7 @@ def test_a_file_swapped_for_a_fifo_after_listing_is_an_error_row(tmp_path: Path)
     assert "is a FIFO, not a regular file" in errors["late.png"] and errors["seven.png"] == ""
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "link", "long-name"])
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "link", "long-name", "missing-folder"])
 def test_an_output_that_cannot_take_the_csv_is_one_line(kind: str, tiny_checkpoint: Path, in_tmp: Path, capsys) -> None:
     output = {
         "fifo": in_tmp / "out.csv",
@@ -337,6 +337,7 @@ def test_an_output_that_cannot_take_the_csv_is_one_line(kind: str, tiny_checkpoi
         "folder": in_tmp,
         "link": in_tmp / "link.csv",
         "long-name": in_tmp / ("x" * 300 + ".csv"),
+        "missing-folder": in_tmp / "no" / "such" / "out.csv",  # a typo makes no folders: export says the same
     }[kind]
     if kind == "fifo":
         os.mkfifo(output)
@@ -345,6 +346,7 @@ def test_an_output_that_cannot_take_the_csv_is_one_line(kind: str, tiny_checkpoi
         output.symlink_to(in_tmp / "target.txt")
     err = fails(predict_args(tiny_checkpoint, EXAMPLES, f"--predictions.output={output}"), capsys)
     assert f"--predictions.output {output}: " in err
+    assert not (in_tmp / "no").exists()
     assert not (in_tmp / "target.txt").exists() or (in_tmp / "target.txt").read_text() == "keep me"
 
 

@@ -26,9 +26,8 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.form
 
 
 def find_inputs(path: str | Path) -> list[Path]:
-    """The files to predict on: ``path`` itself, or every non-hidden file below the folder, sorted. The folder is
-    walked with a list of folders to visit, not by recursion (a folder nested thousands deep is no error), and
-    links to folders are not followed (no loops)."""
+    """``path`` itself, or every non-hidden file below the folder, sorted: walked without recursion (a folder nested
+    thousands deep is no error) and without following links to folders (no loops)."""
     path = Path(path)
     if path.is_file():
         return [path]
@@ -53,10 +52,9 @@ def is_array(path: Path) -> bool:
 
 
 def header(path: Path) -> tuple[int, tuple[int, int], np.dtype, int]:
-    """An array's image count, image shape, dtype and data offset, from its header, checked against the file's
-    size. Read here rather than by np.load or torchvision, which believe the count a header claims (and np.load
-    maps a path, not a file already opened and checked). A .npy holds numbers in C order, (N, 28, 28) or (28, 28);
-    an IDX file ``uint8`` images (N, H, W)."""
+    """An array's image count, image shape, dtype and data offset, from its header, checked against the file's size
+    (np.load and torchvision believe the count a header claims). A .npy holds numbers in C order, (N, 28, 28) or
+    (28, 28); an IDX file ``uint8`` images (N, H, W)."""
     with files.open_for_reading(path) as f:
         if path.suffix.lower() == ".npy":
             try:
