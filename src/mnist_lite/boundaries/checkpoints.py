@@ -33,6 +33,9 @@ MAX_TENSOR_ELEMENTS = 16 * 1024 * 1024
 MAX_VALUES = 200_000  # containers and values walked in one checkpoint, aliases counted each time
 DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.bool}
 DTYPES |= {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8}
+# The fields Lightning reads back, and their types.
+FIELDS = {"epoch": int, "global_step": int, "pytorch-lightning_version": str, "hyper_parameters": dict, "loops": dict}
+FIELDS |= {"callbacks": dict, "optimizer_states": list, "lr_schedulers": list, "torch_rng_state": torch.Tensor}
 _VERSION = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,4}([.+\-\w]{0,40})$")
 
 # What zipfile raises for a damaged archive, or for one it cannot read: a newer format version (NotImplementedError),
@@ -151,18 +154,7 @@ def _check_fields(checkpoint: Any, path: Path) -> None:
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise UserError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' of tensors.")
-    expected = {
-        "epoch": int,
-        "global_step": int,
-        "pytorch-lightning_version": str,
-        "hyper_parameters": dict,
-        "loops": dict,
-        "callbacks": dict,
-        "optimizer_states": list,
-        "lr_schedulers": list,
-        "torch_rng_state": torch.Tensor,
-    }
-    for key, kind in expected.items():
+    for key, kind in FIELDS.items():
         if key in checkpoint and (not isinstance(checkpoint[key], kind) or isinstance(checkpoint[key], bool)):
             raise UserError(f"refusing {path}: field {key} = {shown(checkpoint[key])} is not a {kind.__name__}.")
     for key in ("epoch", "global_step"):

@@ -208,11 +208,8 @@ class MNISTClassifier(Classifier, LightningModule):
 
         def build(params: Any) -> tuple[torch.optim.Optimizer, Any]:
             optimizer = self.optimizer(params) if self.optimizer else torch.optim.Adam(params, 1e-3)
-            if self.scheduler is None:
-                return optimizer, None
-            if wants_steps:
-                return optimizer, self.scheduler(optimizer, total_steps=total_steps)
-            return optimizer, self.scheduler(optimizer)
+            steps = {"total_steps": total_steps} if wants_steps else {}
+            return optimizer, self.scheduler(optimizer, **steps) if self.scheduler else None
 
         if self._restored is not None:
             restored = (self._restored.get("lr_schedulers") or [{}])[0]
