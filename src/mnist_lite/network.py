@@ -76,11 +76,6 @@ class OneEpochCNN(DigitNet):
         return self.head(self.features(x).flatten(1))
 
 
-def normalize(images: Tensor) -> Tensor:
-    """Pixels in [0, 1] to the normalised input the networks take."""
-    return (images - MEAN) / STD
-
-
 class Classifier(nn.Module):
     """A network with the normalisation in front: images in [0, 1] (N, 1, 28, 28) to logits (N, 10). What export
     writes and serve runs; the LightningModule (training/module.py) is one too: a checkpoint holds ``net.*``."""
@@ -90,4 +85,4 @@ class Classifier(nn.Module):
         self.net = net
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(normalize(images))
+        return self.net((images - MEAN) / STD)
