@@ -77,4 +77,5 @@ def work(study: optuna.Study, settings: Settings, trials: int) -> None:
         seconds = trial.duration.total_seconds() if trial.duration else 0
         print(f"trial {trial.number}: {outcome} in {seconds:.0f} s ({shown}); {best}", flush=True)
 
+    # optimize, not study.ask(fixed_distributions): only optimize sends the heartbeats that fail a killed worker's trial
     study.optimize(objective, n_trials=trials, catch=(Exception,), callbacks=[line])

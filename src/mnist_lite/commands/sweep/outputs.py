@@ -80,7 +80,7 @@ def _plot(study: optuna.Study, settings: Settings) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
-    drawings = {"history": plots.plot_optimization_history, "importances": plots.plot_param_importances}
+    drawings: dict[str, Any] = {"history": plots.plot_optimization_history, "importances": plots.plot_param_importances}
     for name, plot in {**drawings, "parallel_coordinates": plots.plot_parallel_coordinate}.items():
         try:
             with capture.quiet():
