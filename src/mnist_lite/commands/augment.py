@@ -4,7 +4,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from mnist_lite.errors import UserError
 from mnist_lite.training import data_source
-from mnist_lite.training.augmentations import REGISTRY
+from mnist_lite.training.augmentations import REGISTRY, TrainingAugmentation
 
 
 def augment(
@@ -30,9 +30,7 @@ def augment(
     from mnist_lite.training import figures  # matplotlib: only for the commands that draw
 
     names = list(REGISTRY) if names is None else names
-    unknown = [name for name in names if name not in REGISTRY]
-    if unknown:
-        raise UserError(f"unknown augmentation {unknown[0]!r}: choose from {', '.join(REGISTRY)}.")
+    TrainingAugmentation(dict.fromkeys(names))  # each name is one of the nine, or a UserError that lists them
     data_source.prepare(data_dir)
     images, labels = data_source.load(data_dir, train=True)
     if index >= len(labels):

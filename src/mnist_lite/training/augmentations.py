@@ -61,14 +61,6 @@ def _random_flip(x: Tensor, generator: Generator | None, p: float, dim: int) -> 
     return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(dim), x)
 
 
-def random_hflip(x: Tensor, generator: Generator | None = None, p: float = 0.5) -> Tensor:
-    return _random_flip(x, generator, p, -1)
-
-
-def random_vflip(x: Tensor, generator: Generator | None = None, p: float = 0.5) -> Tensor:
-    return _random_flip(x, generator, p, -2)
-
-
 def _factors(x: Tensor, factor: Range, generator: Generator | None) -> Tensor:
     return _draw(len(x), factor, generator).view(-1, 1, 1, 1).to(x.device)
 
@@ -91,10 +83,6 @@ def random_gaussian_blur(x: Tensor, generator: Generator | None = None, sigma: R
     return F.conv2d(padded, kernels.to(x.device), groups=n).view_as(x)
 
 
-def _original(x: Tensor, generator: Generator | None = None) -> Tensor:
-    return x
-
-
 @dataclass(frozen=True)
 class Augmentation:
     random: Callable[..., Tensor]
@@ -111,16 +99,14 @@ class Augmentation:
         return self.random(image[None], torch.Generator(), **self.shown)[0]
 
 
-def _rotation_45(x: Tensor, generator: Generator | None = None, degrees: float | Range = 45.0) -> Tensor:
-    return random_rotation(x, generator, degrees)
-
-
 REGISTRY: dict[str, Augmentation] = {
-    "original": Augmentation(_original, {}),
+    "original": Augmentation(lambda x, generator=None: x, {}),
     "rotation_30": Augmentation(random_rotation, {"degrees": (30, 30)}),
-    "rotation_45": Augmentation(_rotation_45, {"degrees": (45, 45)}),
-    "hflip": Augmentation(random_hflip, {"p": 1}),
-    "vflip": Augmentation(random_vflip, {"p": 1}),
+    "rotation_45": Augmentation(
+        lambda x, generator=None, degrees=45.0: random_rotation(x, generator, degrees), {"degrees": (45, 45)}
+    ),
+    "hflip": Augmentation(lambda x, generator=None, p=0.5: _random_flip(x, generator, p, -1), {"p": 1}),
+    "vflip": Augmentation(lambda x, generator=None, p=0.5: _random_flip(x, generator, p, -2), {"p": 1}),
     "affine": Augmentation(  # turned 15 degrees clockwise, as the seed's picture (torchvision's affine) was
         random_affine, {"degrees": (-15, -15), "translate": (0.1, 0.1), "scale": (0.9, 0.9), "shear": (10, 10)}
     ),
