@@ -36,9 +36,9 @@ def prepare(data_dir: str | Path, dataset: str = "MNIST") -> None:
     raw = Path(data_dir) / dataset / "raw"
     if dataset != "MNIST":
         _download(Path(data_dir), dataset)
-    elif _bundle_is_present():
+    elif all((BUNDLE_DIR / f"{name}.gz").is_file() for name in MNIST_MD5):
         _extract_bundle(raw)
-    elif not _raw_is_valid(raw):
+    elif not all(check_integrity(str(raw / name), md5) for name, md5 in MNIST_MD5.items()):
         _download(Path(data_dir), dataset)
 
 
@@ -51,14 +51,6 @@ def load(data_dir: str | Path, dataset: str = "MNIST", train: bool = True) -> tu
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """``uint8`` images (N, 28, 28) to floats in [0, 1] of shape (N, 1, 28, 28)."""
     return images.unsqueeze(1).float().div_(255)
-
-
-def _bundle_is_present() -> bool:
-    return all((BUNDLE_DIR / f"{name}.gz").is_file() for name in MNIST_MD5)
-
-
-def _raw_is_valid(raw: Path) -> bool:
-    return all(check_integrity(str(raw / name), md5) for name, md5 in MNIST_MD5.items())
 
 
 def _extract_bundle(raw: Path) -> None:
