@@ -43,7 +43,7 @@ class ConciseErrors:
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
         try:  # the dotted keys it takes (a Namespace's keys(), not its top level), for "did you mean"
-            options = [key for key in parser.get_defaults().keys() if "." in key]  # type: ignore[attr-defined]  # noqa: SIM118
+            options = [key for key in parser.get_defaults().keys() if "." in key]  # type: ignore[union-attr]  # noqa: SIM118
         except Exception:  # a default that cannot be built: no suggestion, the message still stands
             options = []
         sys.stderr.write(f"{prog}: error: {concise(message, options)}\nSee '{prog} --help' for the accepted options.\n")

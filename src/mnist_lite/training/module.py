@@ -47,6 +47,17 @@ class MNISTClassifier(Classifier, LightningModule):
         distillation: the distillation term's share of the training loss; the labels' cross-entropy has the rest.
     """
 
+    # LightningModule's, which mypy sees as Any (Lightning's imports are skipped); undeclared, they would be typed
+    # by nn.Module's __getattr__, Classifier's base, which comes first.
+    trainer: Any
+    hparams: Any
+    device: Any
+    global_step: Any
+    log: Any
+    log_dict: Any
+    save_hyperparameters: Any
+    train_totals: Tensor
+
     def __init__(
         self,
         net: DigitNet | None = None,

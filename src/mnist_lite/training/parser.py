@@ -32,9 +32,9 @@ class ShortHelp(DefaultHelpFormatter):
         super().__init__(prog, *args, **kwargs)
 
     def add_argument(self, action: argparse.Action) -> None:
-        if action.help and action.help != argparse.SUPPRESS:
+        if (given := action.help) and given != argparse.SUPPRESS:
             action = copy.copy(action)  # the parser's own stays whole
-            text = re.sub(r"\s+", " ", action.help.replace("``", "`"))
+            text = re.sub(r"\s+", " ", given.replace("``", "`"))
             first = re.split(r"(?<![ (]e\.g)(?<![ (]i\.e)(?<=[a-z0-9)`])\. ", text, maxsplit=1)[0].rstrip(".")
             action.help = f"{first}."
             if action.nargs is None and len(action.option_strings) == 1:  # the help says its type: no metavar
