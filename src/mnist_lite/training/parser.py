@@ -49,6 +49,8 @@ class Parser(ConciseErrors, LightningArgumentParser):
     def add_method_arguments(self, theclass: Any, themethod: str, *args: Any, **kwargs: Any) -> list[str]:
         kwargs["skip"] = {*(kwargs.get("skip") or ()), "ckpt_path", "weights_only"}
         added = super().add_method_arguments(theclass, themethod, *args, **kwargs)
+        if "return_predictions" in added:  # the CSV is written batch by batch: nothing need be held in memory
+            self.set_defaults(return_predictions=False)
         self.add_argument("--ckpt_path", type=str | None, default=None, help=f"The checkpoint: {runs.CKPT_HELP}.")
         return [*added, "ckpt_path"]
 
