@@ -67,11 +67,11 @@ def pseudo_terminal() -> Iterator[int]:
 
 
 def quiet() -> None:
-    """The command's own filters for Lightning's chatter (mnist_lite.training.quiet), and no warnings: a benchmark's
-    output is its tables."""
-    from mnist_lite.training import quiet as filters
+    """The command's own switches for Lightning's chatter (mnist_lite.training.cli.quiet), and no warnings: a
+    benchmark's output is its tables."""
+    from mnist_lite.training.cli import quiet as lightning_quiet
 
-    filters.install()
+    lightning_quiet()
     warnings.filterwarnings("ignore")
 
 

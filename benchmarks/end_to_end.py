@@ -24,7 +24,10 @@ FIT = [shutil.which("mnist-lite") or "mnist-lite", "fit", "--config", CPU]
 COMMANDS: dict[str, list[str]] = {
     "mnist-lite fit --config configs/cpu.yaml": FIT,
     "... --config configs/one_epoch.yaml": [*FIT, "--config", str(ROOT / "configs" / "one_epoch.yaml")],
-    "assignment pipeline (benchmarks/assignment_pipeline.py)": [sys.executable, str(ROOT / "benchmarks" / "assignment_pipeline.py")],
+    "assignment pipeline (benchmarks/assignment_pipeline.py)": [
+        sys.executable,
+        str(ROOT / "benchmarks" / "assignment_pipeline.py"),
+    ],
 }
 
 

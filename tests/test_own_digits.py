@@ -16,7 +16,7 @@ from mnist_lite.errors import UserError
 from mnist_lite.network import OneEpochCNN
 from mnist_lite.training import data_source, own_digits
 from mnist_lite.training.callbacks.start_from import StartFrom
-from mnist_lite.training.datamodule import MNISTDataModule
+from mnist_lite.training.datamodule import InMemoryDigits, MNISTDataModule
 from mnist_lite.training.module import MNISTClassifier
 
 from helpers import CPU, ROOT, TINY, fails, fit_args, last, newest_run, weights
@@ -53,8 +53,12 @@ def test_the_images_join_mnists_training_split_or_replace_it(tmp_path: Path, dat
     assert len(added.splits["train"]) == 55_000 + 5 and len(added.splits["val"]) == 5_000
     alone = MNISTDataModule(data_dir=str(data_dir), own_digits=str(tmp_path / "mine"), own_digits_only=True)
     alone.setup("fit")
-    assert sorted(alone.splits["train"].labels.tolist()) == [0, 0, 0, 1, 1]
-    assert torch.equal(alone.splits["val"].images, added.splits["val"].images)  # still MNIST's held-out split
+    train, val, added_val = alone.splits["train"], alone.splits["val"], added.splits["val"]
+    assert (
+        isinstance(train, InMemoryDigits) and isinstance(val, InMemoryDigits) and isinstance(added_val, InMemoryDigits)
+    )
+    assert sorted(train.labels.tolist()) == [0, 0, 0, 1, 1]
+    assert torch.equal(val.images, added_val.images)  # still MNIST's held-out split
     with pytest.raises(UserError, match=r"own_digits_only needs data\.own_digits"):
         MNISTDataModule(own_digits_only=True)
 
@@ -113,12 +117,12 @@ def test_a_bad_folder_fails_the_fit_in_two_lines(tmp_path: Path, data_dir: Path,
 
 def test_start_from_takes_the_checkpoints_weights_and_refuses_another_network(tiny_checkpoint: Path) -> None:
     model = MNISTClassifier()
-    StartFrom(str(tiny_checkpoint)).setup(None, model, "fit")  # type: ignore[arg-type]
+    StartFrom(str(tiny_checkpoint)).setup(None, model, "fit")
     assert all(torch.equal(t, weights(tiny_checkpoint)[k]) for k, t in model.state_dict().items())
     with pytest.raises(UserError, match="holds another network than the config builds"):
-        StartFrom(str(tiny_checkpoint)).setup(None, MNISTClassifier(OneEpochCNN()), "fit")  # type: ignore[arg-type]
+        StartFrom(str(tiny_checkpoint)).setup(None, MNISTClassifier(OneEpochCNN()), "fit")
     with pytest.raises(UserError, match=r"StartFrom\.weights: "):
-        StartFrom(str(tiny_checkpoint.with_name("absent.ckpt"))).setup(None, model, "fit")  # type: ignore[arg-type]
+        StartFrom(str(tiny_checkpoint.with_name("absent.ckpt"))).setup(None, model, "fit")
 
 
 def test_finetune_yaml_trains_on_your_digits_from_a_fitted_model(

@@ -92,7 +92,12 @@ def test_curves_of_a_resumed_run_draw_the_whole_history_once(data_dir: Path, in_
     resumed = tiny_fit(data_dir, "--trainer.log_every_n_steps=1", "--trainer.max_epochs=2", "--ckpt_path=last")
     drawn = []
     draw = figures.learning_curves
-    monkeypatch.setattr(figures, "learning_curves", lambda *args: drawn.append(args) or draw(*args))
+
+    def recording(*args):
+        drawn.append(args)
+        return draw(*args)
+
+    monkeypatch.setattr(figures, "learning_curves", recording)
     main(["curves", "--log_dir", str(resumed)])
     assert capsys.readouterr().out.endswith(f"Wrote {resumed / 'learning_curves.png'}\n")
     rows, _, resumed_at = drawn[0]

@@ -1,5 +1,6 @@
 """``mnist-lite runs``: the runs under a log folder, from the files they wrote."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -8,7 +9,7 @@ from mnist_lite.errors import UserError
 
 Column = Literal["started", "run", "configs", "parameters", "epochs", "val_acc", "test_acc"]
 SHORT = 40  # characters of the overrides column: each run's config.yaml's first line holds its whole command
-COLUMNS = {  # each column of the table, and how its values are shown
+COLUMNS: dict[str, Callable[[Any], str]] = {  # each column of the table, and how its values are shown
     "run": str,
     "started": lambda time: time.strftime("%Y-%m-%d %H:%M"),
     "configs": lambda names: " ".join(names) or "-",

@@ -3,7 +3,7 @@
 import warnings
 from collections.abc import Iterator, Sized
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
@@ -53,7 +53,7 @@ class EpochShards(DistributedSampler):
     Lightning keeps a DistributedSampler as it is given, on one process or several."""
 
     def __init__(self, dataset: Sized, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
-        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        super().__init__(cast(Dataset, dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         self.given = (0, 0)  # (epoch, samples given in it)
         self.resume_at = (-1, 0)
 
