@@ -84,3 +84,35 @@ def test_dev_has_every_extra() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     dev = next(d for d in extras["dev"] if d.startswith("mnist-lite["))
     assert set(dev.removeprefix("mnist-lite[").removesuffix("]").split(",")) == set(extras) - {"dev"}
+
+
+def _blocks(page: Path) -> list[list[str]]:
+    """The lines of each fenced block of a page that is neither shell nor YAML: the output a page shows."""
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", page.read_text(), flags=re.S | re.M)
+    return [body.splitlines() for kind, body in blocks if kind in ("", "text")]
+
+
+def _same_shape(shown: str, printed: str) -> bool:
+    """A line the docs show against one a command printed: the same words, any numbers (a run's own values)."""
+    parts = re.split(r"\d[\d,.]*\d|\d", shown)
+    return re.fullmatch(r"[\d,.]+".join(re.escape(p) for p in parts), printed) is not None
+
+
+def test_the_outputs_the_docs_show_are_what_the_commands_print(
+    in_tmp: Path, data_dir: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """getting-started's fit and test lines from a short fit, and configuration's errors from its own commands."""
+    quick = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"]
+    main(["fit", "--config", str(ROOT / "configs" / "cpu.yaml"), f"--data.data_dir={data_dir}", *quick])
+    main(["test", "--ckpt_path", "best", "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false"])
+    printed = capsys.readouterr().out.splitlines()
+    fit_lines, test_line = _blocks(ROOT / "docs" / "getting-started.md")[:2]
+    assert [_same_shape(s, p) for s, p in zip(fit_lines, printed)] == [True] * 4
+    assert any(_same_shape(test_line[0], p) for p in printed)
+
+    monkeypatch.chdir(ROOT)  # the page's paths; each of its commands fails before it writes anything
+    shown = "\n".join(_blocks(ROOT / "docs" / "configuration.md")[0])
+    for command, output in re.findall(r"^\$ (mnist-lite .+)\n((?:(?!\$ ).*\n?)*)", shown, flags=re.M):
+        with pytest.raises(SystemExit):
+            main(shlex.split(command)[1:])
+        assert capsys.readouterr().err.strip() == output.strip(), command
