@@ -97,6 +97,7 @@ def test_chain_rejects_unknown_names_and_parameters() -> None:
         TrainingAugmentation({"affine": {"angle": 3}})
 
 
+@pytest.mark.filterwarnings("ignore:The `srun` command is available")  # a bare Trainer on a machine with SLURM
 def test_only_training_batches_are_augmented(data_dir: Path) -> None:
     dm = MNISTDataModule(data_dir=str(data_dir), augment={"affine": {}, "brightness": None})
     dm.trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
