@@ -1,11 +1,7 @@
-"""Checkpoints are data: the one reader of a ``.ckpt`` file, and the fitted model it holds. Plain PyTorch, no
-Lightning. A file is read once, into memory, and parsed in layers, each before the next costs anything:
-
-1. a regular file of bounded size; a zip archive laid out as ``torch.save`` writes one (stored entries back to back
-   from the first byte, the central directory right after them, each name once), so no other zip reader differs;
-2. the checked entries alone, re-packed, go to ``torch.load`` with ``weights_only=True`` and torch's own allow-list;
-3. every tensor's metadata and the fields Lightning reads back, before any tensor's values are touched;
-then the network it describes is checked (network_spec.py). Every refusal is one line.
+"""Checkpoints are data: the one reader of a ``.ckpt`` file, and the fitted model it holds (no Lightning). A file is
+read once and parsed in layers, each before the next costs anything: a zip laid out as ``torch.save`` writes one;
+its checked entries re-packed for ``torch.load(weights_only=True)``; the tensors' metadata and Lightning's fields;
+then the network it names (network_spec.py). Every refusal is one line (docs/reliability.md).
 """
 
 import io

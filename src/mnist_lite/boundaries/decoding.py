@@ -1,11 +1,7 @@
-"""Decoding pictures from strangers where the kernel bounds what each one may cost.
-
-A decoder's cost does not follow its file's size: a JPEG of empty markers, a TIFF of a strip per row, a PNG of
-millions of text chunks each cost seconds and gigabytes from a few megabytes. So PIL runs in a warm worker process
-(one per decoding process) under RLIMIT_AS and RLIMIT_CPU (re-armed for each picture), and its parent waits for
-each answer at most WALL_FACTOR times as long. A worker out of memory answers a refusal; one killed or late is
-replaced, and its picture refused: ``TooCostly``, one line, whatever kind of bomb it was. The worker imports PIL
-and numpy, not torch, and answers raw pixels, never pickles: nothing it sends can run code in its parent.
+"""Decoding pictures from strangers where the kernel bounds what each one may cost: PIL runs in a warm worker
+process under RLIMIT_AS and RLIMIT_CPU (re-armed for each picture), and its parent waits at most WALL_FACTOR times
+as long. A worker out of memory, killed or late costs its picture a ``TooCostly`` refusal, one line, whatever the
+bomb. The worker imports PIL and numpy only, and answers raw pixels, never pickles (docs/reliability.md).
 """
 
 import functools

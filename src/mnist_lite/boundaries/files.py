@@ -1,9 +1,6 @@
-"""How this project opens files: regular files only, never blocking, and no output written through a link.
-
-A FIFO, a device or a socket would block a reader forever or never end: it is refused from ``fstat`` on the
-descriptor opened (non-blocking, so a FIFO opens at once), so swapping the file after a check changes nothing.
-Outputs are written beside their destination under a fresh name and renamed into place, which replaces a link
-instead of writing where it points. Names from data are shown through ``printable``: they cannot clear a terminal.
+"""How this project opens files: regular files only, never blocking, and no output written through a link. A FIFO,
+device or socket is refused from ``fstat`` on the descriptor opened (non-blocking); outputs are written beside their
+destination under a fresh name and renamed into place; names from data are shown through ``printable``.
 """
 
 import os

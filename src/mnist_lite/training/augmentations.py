@@ -1,10 +1,7 @@
-"""The nine augmentations: each one function that gives every image of a batch its own random parameters, and
-the parameters it is drawn at, each range closed to one value, for the picture (``mnist-lite augment``).
-
-Written here because torchvision's v2 transforms draw one set of parameters per call (one call per image), and
-kornia's batched ones cost several times more per batch (docs/architecture.md, benchmarks/augmentation.py).
-All take and return float images in [0, 1] shaped (N, 1, 28, 28). The random parameters are drawn on the CPU, from
-the CPU generator, and moved to the images' device: a batch on a GPU gets the same draws as on the CPU.
+"""The nine augmentations: each one batched function that gives every image its own random parameters, drawn on the
+CPU generator (the same draws on any device); the picture draws each at fixed parameters. Not torchvision's v2
+(one set of parameters per call) nor kornia's (slower per batch): docs/architecture.md. Images are float in [0, 1],
+shaped (N, 1, 28, 28).
 """
 
 import inspect
