@@ -112,7 +112,9 @@ def test_the_outputs_the_docs_show_are_what_the_commands_print(
 
     monkeypatch.chdir(ROOT)  # the page's paths; each of its commands fails before it writes anything
     shown = "\n".join(_blocks(ROOT / "docs" / "configuration.md")[0])
-    for command, output in re.findall(r"^\$ (mnist-lite .+)\n((?:(?!\$ ).*\n?)*)", shown, flags=re.M):
+    examples = re.findall(r"^\$ (mnist-lite .+)\n((?:(?!\$ ).*\n?)*)", shown, flags=re.M)
+    assert len(examples) == 3  # a typo under init_args, a wrong type, a typo at the top
+    for command, output in examples:
         with pytest.raises(SystemExit):
             main(shlex.split(command)[1:])
         assert capsys.readouterr().err.strip() == output.strip(), command
