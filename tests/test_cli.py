@@ -236,32 +236,6 @@ def _source(cls: type) -> str:
         return ""
 
 
-def _imports(path: Path) -> set[str]:
-    """The mnist_lite modules a file imports, at the top or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mnist_lite"):
-            named = {f"{node.module}.{alias.name}" for alias in node.names}
-            # `from package import module` depends on that module, not on the package's __init__
-            found |= named if named <= set(_package_modules()) else {*named, node.module}
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("mnist_lite")}
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "import_module":
-            found |= {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
-    return found
-
-
-def test_no_two_modules_import_each_other() -> None:
-    modules = _package_modules()
-    graph = {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
-
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph[start])
-
-    circles = sorted((a, b) for a in graph for b in graph[a] if reaches(b, a, {b}))
-    assert not circles
-
-
 def test_the_default_thread_count_is_fixed_and_recorded(in_tmp: Path, data_dir: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["fit", "--print_config"])

@@ -25,14 +25,16 @@ def _part(module: str) -> str:
     return module.split(".")[1] if module.count(".") else ""
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports, at the top or inside a function."""
+def _imports(source: Path | ast.AST) -> set[str]:
+    """Every module a file imports, at the top, inside a function, or by name through ``import_module``."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source.read_text()) if isinstance(source, Path) else source):
         if isinstance(node, ast.ImportFrom) and node.module:
             found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "import_module":
+            found |= {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
     return found
 
 
@@ -74,3 +76,28 @@ def test_the_layer_check_finds_an_upward_import_and_lightning_on_the_plain_side(
         "training/module.py imports mnist_lite.serving",
         "training/module.py imports mnist_lite.serving.app",
     ]
+
+
+def test_no_two_modules_import_each_other() -> None:
+    modules = {
+        ".".join(("mnist_lite", *p.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__"): p
+        for p in SRC.rglob("*.py")
+    }
+
+    def edges(path: Path) -> set[str]:
+        """The package's modules a file depends on; ``from package import module`` depends on that module alone."""
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in modules:
+                named = {f"{node.module}.{alias.name}" for alias in node.names}
+                found |= named if named <= set(modules) else {node.module, *named}
+            elif isinstance(node, ast.Import | ast.Call):
+                found |= _imports(node)
+        return found & set(modules)
+
+    graph = {name: edges(path) - {name} for name, path in modules.items()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph[start])
+
+    assert sorted((a, b) for a in graph for b in graph[a] if reaches(b, a, {b})) == []

@@ -216,9 +216,14 @@ def load_model(path: str | Path, checkpoint: dict[str, Any] | None = None) -> Cl
     return model.eval()
 
 
-def load_given(ckpt_path: str) -> tuple[Path, Classifier]:
-    """A tool's ``--ckpt_path`` (a file, ``last`` or ``best``) and its model; says which checkpoint it is."""
-    path = runs.resolve_checkpoint(ckpt_path)
+def load_given(ckpt_path: str, root: Path = runs.LOG_ROOT) -> tuple[Path, Classifier]:
+    """A ``--ckpt_path`` (a file, or ``last``/``best`` among the runs under ``root``) and its model; says which."""
+    path = runs.resolve_checkpoint(ckpt_path, root)
     checkpoint = read(path)
-    print(f"Checkpoint: {path}{describe(path, checkpoint)}", flush=True)
+    announce(path, checkpoint)
     return path, load_model(path, checkpoint)
+
+
+def announce(path: Path, checkpoint: dict[str, Any]) -> None:
+    """The console line that says which checkpoint a command uses: its run and its val_acc."""
+    print(f"Checkpoint: {path}{describe(path, checkpoint)}", flush=True)

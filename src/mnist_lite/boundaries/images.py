@@ -106,7 +106,7 @@ def read_image(path: Path, index: int | None) -> Tensor:
             image = torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.float32).reshape(h, w))
             if not torch.isfinite(image).all():
                 raise ValueError("pixels that are not finite (NaN or inf)")
-            return image / 255 if image.max() > 1 else image.clamp(min=0)
+            return image / 255 if path.suffix.lower() != ".npy" or image.max() > 1 else image.clamp(min=0)  # IDX: bytes
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return as_tensor(next(decoding.decode([_picture_bytes(path)])))
         raise ValueError(f"not a supported file type ({', '.join(sorted(IMAGE_SUFFIXES | {'.npy'}))} or IDX)")

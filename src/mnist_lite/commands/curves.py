@@ -30,7 +30,9 @@ def curves(log_dir: str, output: str | None = None) -> None:
                 raise UserError(_missing(folder)) from None
             break
         except runs.Unreadable as e:
-            raise UserError(f"cannot read {e}.") from None
+            if run == folder:
+                raise UserError(f"cannot read {e}.") from None
+            break  # an older run's metrics that cannot be read end the history there, as a missing one does
         start = rows[0]["step"] if rows else math.inf
         resumed_at += [start] if rows else []
         rows = [row for row in older if row["step"] < start] + rows

@@ -16,7 +16,7 @@ SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt", "state_dict": 
 
 
 def export(ckpt_path: str, output: str | None = None, format: Format = "onnx", overwrite: bool = False) -> None:
-    """Write a fitted model as ONNX, TorchScript or a plain state_dict, all or nothing.
+    """Write a fitted model as ONNX, a torch.export program, TorchScript or a state_dict, all or nothing.
 
     Args:
         ckpt_path: a .ckpt file; 'last' for the newest run's last checkpoint; 'best' for the checkpoint with the

@@ -27,7 +27,8 @@ class HeaderDeadline(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self.restart(HEADER_TIMEOUT_S)
+        # A pipelined request already in has its head: the app bounds it, as in data_received.
+        self.restart(HEADER_TIMEOUT_S if self.conn.their_state is h11.IDLE else None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.restart(None)

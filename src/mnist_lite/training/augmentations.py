@@ -104,7 +104,7 @@ REGISTRY: dict[str, Augmentation] = {
     ),
     "hflip": Augmentation(lambda x, generator=None, p=0.5: _random_flip(x, generator, p, -1), {"p": 1}),
     "vflip": Augmentation(lambda x, generator=None, p=0.5: _random_flip(x, generator, p, -2), {"p": 1}),
-    "affine": Augmentation(  # turned 15 degrees clockwise, as the seed's picture (torchvision's affine) was
+    "affine": Augmentation(  # turned 15 degrees clockwise, as the assignment's picture (torchvision's affine) was
         random_affine, {"degrees": (-15, -15), "translate": (0.1, 0.1), "scale": (0.9, 0.9), "shear": (10, 10)}
     ),
     "brightness": Augmentation(random_brightness, {"factor": (1.5, 1.5)}),

@@ -88,7 +88,7 @@ class MnistLiteCLI(LightningCLI):
                 net = self.config[subcommand].model.get("net")
         network_spec.check_network(net.as_dict() if isinstance(net, Namespace) else None, checkpoint, path)
         self.config[subcommand].ckpt_path = None
-        print(f"Checkpoint: {path}{checkpoints.describe(path, checkpoint)}", flush=True)
+        checkpoints.announce(path, checkpoint)
         self.checkpoint = (path, checkpoint)
 
     def before_instantiate_classes(self) -> None:

@@ -7,6 +7,7 @@ classes read with ``download=False``; ``load`` reads one split into memory as ``
 import gzip
 import hashlib
 import logging
+import zlib
 from importlib.resources import files as package_files
 from pathlib import Path
 
@@ -66,7 +67,10 @@ def _extract_bundle(raw: Path) -> None:
             log.warning(
                 "%s fails its MD5 check (truncated or corrupt): re-extracting it from the bundled copy.", target
             )
-        data = gzip.decompress((BUNDLE_DIR / f"{name}.gz").read_bytes())
+        try:
+            data = gzip.decompress((BUNDLE_DIR / f"{name}.gz").read_bytes())
+        except (OSError, EOFError, zlib.error):
+            data = b""  # refused below, as any damage to the bundle
         if hashlib.md5(data).hexdigest() != md5:
             raise UserError(f"the bundled {name}.gz fails its MD5 check: reinstall mnist-lite.")
         try:  # never a half-written file under the real name, whatever runs extract at the same moment

@@ -136,7 +136,7 @@ class MNISTDataModule(LightningDataModule):
             every = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=True))
             train, val = split_indices(len(every), hp.val_size, hp.split_seed)
             images, labels = every.take(train)
-            if hp.own_digits is not None:
+            if hp.own_digits is not None and stage == "fit":  # validate uses MNIST's held-out split alone
                 own_images, own_labels = own_digits.read(hp.own_digits)
                 images = own_images if hp.own_digits_only else torch.cat([images, own_images])
                 labels = own_labels if hp.own_digits_only else torch.cat([labels, own_labels])

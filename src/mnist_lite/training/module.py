@@ -36,7 +36,7 @@ class MNISTClassifier(Classifier, LightningModule):
 
     Args:
         net: the network; ``None`` builds the default ``CompactCNN``.
-        optimizer: builds the optimizer from the parameters; ``None`` means the seed's Adam at lr 1e-3.
+        optimizer: builds the optimizer from the parameters; ``None`` means the assignment's Adam at lr 1e-3.
         scheduler: builds a per-step LR schedule from the optimizer. If it takes ``total_steps`` (as
             ``OneCycleLR`` does) it is given the run's optimizer-step count, which only the trainer knows.
         label_smoothing: cross-entropy label smoothing in training, in [0, 1).

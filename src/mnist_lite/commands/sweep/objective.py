@@ -12,7 +12,7 @@ import yaml
 
 from mnist_lite.commands.sweep import capture
 from mnist_lite.errors import first_line
-from mnist_lite.training import cli as lightning_cli
+from mnist_lite.training import cli as training_cli
 
 FIT_OPTIONS = ["--trainer.enable_progress_bar=false", "--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
 
@@ -51,7 +51,7 @@ def work(study: optuna.Study, settings: Settings, trials: int) -> None:
         for index, seed in enumerate(settings.seeds):
             try:
                 with capture.quiet():
-                    run = lightning_cli.build(["fit", *settings.trial_args({**values, "seed_everything": seed})])
+                    run = training_cli.build(["fit", *settings.trial_args({**values, "seed_everything": seed})])
             except Exception as e:
                 trial.set_user_attr("error", f"{type(e).__name__}: {first_line(e)}"[:300])
                 raise

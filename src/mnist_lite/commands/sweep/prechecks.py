@@ -7,7 +7,7 @@ from typing import Any
 from mnist_lite.commands.sweep import capture
 from mnist_lite.commands.sweep.objective import Settings
 from mnist_lite.errors import UserError, concise
-from mnist_lite.training import cli as lightning_cli
+from mnist_lite.training import cli as training_cli
 
 SET_BY_THE_SWEEP = {"seed_everything": "--seeds", "trainer.logger": "the sweep (its trials log into --output)"}
 
@@ -17,10 +17,10 @@ def base(settings: Settings) -> Any:
     for d in settings.space:
         if setter := SET_BY_THE_SWEEP.get("trainer.logger" if d.key.startswith("trainer.logger.") else d.key):
             raise UserError(f"--space: {d.key} is set by {setter}; leave it out of the space.")
-    lightning_cli.check_config_files(settings.args())
+    training_cli.check_config_files(settings.args())
     try:
         with capture.quiet():
-            return lightning_cli.build(settings.trial_args(), run=False, exit_on_error=False)
+            return training_cli.build(settings.trial_args(), run=False, exit_on_error=False)
     except ArgumentError as e:
         raise UserError(f"--config: {concise(str(e))}") from None
 
@@ -32,7 +32,7 @@ def check_rounds(settings: Settings) -> None:
         chosen = {key: values[i % len(values)] for key, values in candidates.items()}
         try:
             with capture.quiet():
-                lightning_cli.build(settings.trial_args(chosen), run=False, exit_on_error=False)
+                training_cli.build(settings.trial_args(chosen), run=False, exit_on_error=False)
         except ArgumentError as e:  # jsonargparse's message names the key and the value
             raise UserError(f"--space: {concise(str(e))}") from None
         except UserError as e:

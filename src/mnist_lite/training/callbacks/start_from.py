@@ -1,6 +1,8 @@
 """A fit that starts from a fitted checkpoint's weights: a new run with its own schedule, unlike ``fit --ckpt_path``,
 which resumes the old one. What configs/finetune.yaml uses to teach a model your own digits (docs/own-digits.md)."""
 
+from pathlib import Path
+
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from mnist_lite.boundaries import checkpoints, run_folders
@@ -22,8 +24,9 @@ class StartFrom(Callback):
         if stage != "fit":
             return
         try:
-            path = run_folders.resolve_checkpoint(self.weights)
-            fitted = checkpoints.load_model(path).state_dict()
+            root = getattr(getattr(trainer, "logger", None), "root_dir", None) or run_folders.LOG_ROOT  # last, best
+            path, model = checkpoints.load_given(self.weights, Path(root))
+            fitted = model.state_dict()
         except UserError as e:
             raise UserError(f"StartFrom.weights: {e}") from None
         if {k: t.shape for k, t in fitted.items()} != {k: t.shape for k, t in pl_module.state_dict().items()}:
