@@ -2,6 +2,7 @@
 dies costs only its trial."""
 
 import os
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import optuna
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from mnist_lite.errors import UserError, first_line
 
@@ -40,9 +42,7 @@ def study(url: str, name: str) -> optuna.Study:
             raise UserError(f"--storage {url}: cannot make the folder {file.parent}: {e.strerror or e}.") from None
     sqlite = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # workers wait their turn
     try:
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=sqlite, heartbeat_interval=max(1, GRACE_S // 4), grace_period=GRACE_S
-        )
+        storage = _storage(url, sqlite)
     except ImportError as e:  # Optuna's own words name no package: the missing module's do
         driver = "pip install -e '.[postgres]' for PostgreSQL"
         raise UserError(
@@ -54,6 +54,21 @@ def study(url: str, name: str) -> optuna.Study:
     return optuna.create_study(
         storage=storage, study_name=name, direction="maximize", pruner=pruner, load_if_exists=True
     )
+
+
+def _storage(url: str, engine_kwargs: dict[str, Any] | None) -> optuna.storages.RDBStorage:
+    def make() -> optuna.storages.RDBStorage:
+        beat = max(1, GRACE_S // 4)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=beat, grace_period=GRACE_S
+        )
+
+    for pause in (1, 2):  # machines that start together on a new database race to make Optuna's tables
+        try:
+            return make()
+        except (IntegrityError, ProgrammingError):
+            time.sleep(pause)
+    return make()
 
 
 def read(settings: Any, what: Callable[[], Any]) -> Any:
