@@ -46,7 +46,9 @@ def serve(
     except ImportError as e:
         raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'.") from None
 
-    checkpoint, _ = checkpoints.load_given(ckpt_path)  # a bad checkpoint is one line here, not a failed worker
+    checkpoint, model = checkpoints.load_given(ckpt_path)  # a bad checkpoint is one line here, not a failed worker
+    if workers == 1:  # uvicorn runs the app in this process: it serves the model just checked
+        app.CHECKED[checkpoint.resolve()] = model
     settings = {"ckpt_path": str(checkpoint.resolve()), "max_upload_bytes": max_upload_mb * 2**20}
     os.environ[app.SETTINGS_ENV] = json.dumps(settings | {"allowed_hosts": allowed_hosts or []})
     try:  # bound here, so that --port 0 can print its port; accepted connections inherit TCP_NODELAY from it

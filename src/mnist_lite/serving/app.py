@@ -82,12 +82,17 @@ def create_app(
     return app
 
 
+# The model serve's command read and checked, served as it is when uvicorn runs the app in the command's process.
+CHECKED: dict[Path, Classifier] = {}
+
+
 def from_environment() -> FastAPI:
     """The app for the settings in SETTINGS_ENV, its checkpoint read through the same safe path as every command."""
     settings = json.loads(os.environ[SETTINGS_ENV])
     path = Path(settings["ckpt_path"])
+    model = CHECKED.pop(path) if path in CHECKED else checkpoints.load_model(path)  # a worker process reads it
     torch.set_num_threads(1)  # one 28x28 image at a time: more threads only add hand-over cost
-    return create_app(checkpoints.load_model(path), path.name, settings["max_upload_bytes"], settings["allowed_hosts"])
+    return create_app(model, path.name, settings["max_upload_bytes"], settings["allowed_hosts"])
 
 
 def read_digits(model: Classifier, sent: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
