@@ -47,12 +47,11 @@ def test_only_global_rank_zero_claims_a_folder(rank: int, tmp_path: Path, monkey
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["fit", "--model.teacher=missing.ckpt"], "model.teacher: checkpoint missing.ckpt does not exist"),
         (["fit", "--ckpt_path=missing.ckpt"], "checkpoint missing.ckpt does not exist"),
         (["test", "--ckpt_path=last"], "--ckpt_path last: no last checkpoint"),
         (["fit", "--data.val_size=60000"], "leaves no training images"),
     ],
-    ids=["bad-teacher", "bad-resume", "nothing-to-test", "bad-setting"],
+    ids=["bad-resume", "nothing-to-test", "bad-setting"],
 )
 def test_a_command_that_fails_before_its_work_keeps_no_folder_and_prints_none(
     args: list[str], expected: str, in_tmp: Path, data_dir: Path, capsys

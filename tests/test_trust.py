@@ -21,8 +21,10 @@ from mnist_lite.boundaries import checkpoints
 from mnist_lite.cli import main
 from mnist_lite.errors import UserError
 from mnist_lite.network import CompactCNN
+from mnist_lite.training.callbacks.start_from import StartFrom
+from mnist_lite.training.module import MNISTClassifier
 
-from helpers import CPU, EXAMPLES, TINY, fails, fit_args, main_in, newest_run, once, run_cli, tiny_fit
+from helpers import CPU, EXAMPLES, TINY, fails, fit_args, main_in, newest_run, once, run_cli
 from trojan import MARKER_ENV
 
 
@@ -294,7 +296,6 @@ ENTRY_POINTS = {
     "fit": ["fit", "--trainer.max_epochs=2", "--ckpt_path"],
     "export": ["export", "--format", "onnx", "--output", "model.onnx", "--ckpt_path"],
     "serve": ["serve", "--port", "0", "--ckpt_path"],
-    "teacher": ["fit", "--model.teacher"],
 }
 
 
@@ -311,6 +312,13 @@ def test_every_entry_point_refuses_in_one_line_and_writes_nothing(
     assert sorted(p.name for p in in_tmp.iterdir()) == ["hostile.ckpt"]
 
 
+def test_a_fit_that_starts_from_a_hostile_checkpoint_refuses_it_in_one_line(good: dict, in_tmp: Path) -> None:
+    path = _save({**good, "payload": _WritesMarker(in_tmp / "marker")}, in_tmp / "hostile.ckpt")
+    with pytest.raises(UserError, match=r"^StartFrom\.weights: refusing .*it holds more than tensors[^\n]*$"):
+        StartFrom(str(path)).setup(None, MNISTClassifier(), "fit")  # type: ignore[arg-type]
+    assert not (in_tmp / "marker").exists()
+
+
 def test_resuming_from_a_training_state_of_another_layout_is_one_line(
     good: dict, data_dir: Path, in_tmp: Path, capsys
 ) -> None:
@@ -318,22 +326,6 @@ def test_resuming_from_a_training_state_of_another_layout_is_one_line(
     path = _save({**good, "loops": loops}, in_tmp / "odd.ckpt")
     err = fails(["fit", "--config", str(TINY), "--ckpt_path", str(path), f"--data.data_dir={data_dir}"], capsys)
     assert "refusing" in err and "loops.fit_loop" in err and "it cannot resume this run" in err
-
-
-def test_a_bare_file_name_is_a_teacher_not_an_import_path(data_dir: Path, in_tmp: Path, tiny_run: Path, capsys) -> None:
-    (in_tmp / "teacher.ckpt").write_bytes((tiny_run / "checkpoints" / "last.ckpt").read_bytes())
-    student = tiny_fit(data_dir, "--model.teacher=teacher.ckpt")
-    main(
-        [
-            "test",
-            "--config",
-            str(TINY),
-            "--ckpt_path",
-            str(student / "checkpoints" / "last.ckpt"),
-            f"--data.data_dir={data_dir}",
-        ]
-    )
-    assert "test_acc" in capsys.readouterr().out
 
 
 def test_the_users_own_config_may_name_its_network(good: dict, data_dir: Path, in_tmp: Path, capsys) -> None:

@@ -1,5 +1,5 @@
-"""The LightningModule: the plain ``network.Classifier``, trained and evaluated with cross-entropy (optionally
-distilled from a fitted teacher) and torchmetrics accuracy."""
+"""The LightningModule: the plain ``network.Classifier``, trained and evaluated with cross-entropy and torchmetrics
+accuracy."""
 
 import functools
 import inspect
@@ -8,7 +8,6 @@ import warnings
 from typing import Any
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
@@ -17,7 +16,6 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lite.boundaries import checkpoints
 from mnist_lite.boundaries.console import shown
 from mnist_lite.boundaries.network_spec import check_weights
 from mnist_lite.errors import UserError
@@ -28,7 +26,6 @@ EVAL_STAGES = ("val", "test")
 # Cross-entropy over 10 classes starts near ln 10 = 2.3; a loss this large means logits 1e4 apart: diverged. Checked
 # here, not by Lightning's EarlyStopping(check_finite=True), which ends such a run with status 0 and its checkpoints.
 DIVERGED_LOSS = 1e4
-TEMPERATURE, DISTILLATION = PositiveFloat(4.0), ClosedUnitInterval(0.5)  # distillation's usual starting point
 
 
 class MNISTClassifier(Classifier, LightningModule):
@@ -40,11 +37,6 @@ class MNISTClassifier(Classifier, LightningModule):
         scheduler: builds a per-step LR schedule from the optimizer. If it takes ``total_steps`` (as
             ``OneCycleLR`` does) it is given the run's optimizer-step count, which only the trainer knows.
         label_smoothing: cross-entropy label smoothing in training, in [0, 1).
-        teacher: a checkpoint fitted by mnist-lite (e.g. from configs/teacher.yaml) to distil from: in training
-            the net also learns the teacher's softened outputs on the same batch. It is read here, through the
-            same safe path as every checkpoint, kept frozen in eval mode, and never saved in this model's checkpoint.
-        temperature: divides both models' logits before the distillation term compares them.
-        distillation: the distillation term's share of the training loss; the labels' cross-entropy has the rest.
     """
 
     # LightningModule's, which mypy sees as Any (Lightning's imports are skipped); undeclared, they would be typed
@@ -64,9 +56,6 @@ class MNISTClassifier(Classifier, LightningModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
-        teacher: str | None = None,
-        temperature: PositiveFloat = TEMPERATURE,
-        distillation: ClosedUnitInterval = DISTILLATION,
     ) -> None:
         super().__init__(net if net is not None else CompactCNN())
         with warnings.catch_warnings():
@@ -77,14 +66,6 @@ class MNISTClassifier(Classifier, LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
-        self.temperature, self.distillation = float(temperature), float(distillation)
-        # In a tuple, the teacher is no child of this module: not in its state_dict, its optimizer or train().
-        self._teacher: tuple[nn.Module, ...] = ()
-        if teacher:
-            try:
-                self._teacher = (checkpoints.load_model(teacher).requires_grad_(False),)
-            except UserError as e:
-                raise UserError(f"model.teacher: {e}") from None
         self._restored: dict[str, Any] | None = None  # the training state of a checkpoint being resumed
         self.metrics = nn.ModuleDict()
         for stage in EVAL_STAGES:
@@ -101,8 +82,6 @@ class MNISTClassifier(Classifier, LightningModule):
         logits = self(images)
         smoothing = self.label_smoothing if stage == "train" else 0.0  # evaluate the plain loss
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
-        if stage == "train" and self._teacher:
-            loss = (1 - self.distillation) * loss + self.distillation * self._distillation_loss(images, logits)
         if stage == "train":
             count = len(labels)
             correct = (logits.detach().argmax(1) == labels).sum().float()
@@ -111,22 +90,6 @@ class MNISTClassifier(Classifier, LightningModule):
             self._metric(f"{stage}_loss").update(loss.detach(), weight=len(labels))
             self._metric(f"{stage}_acc").update(logits.detach(), labels)
         return loss, logits
-
-    def _distillation_loss(self, images: Tensor, logits: Tensor) -> Tensor:
-        """KL divergence from the teacher's softened distribution, scaled by T² so that its gradients keep their
-        size whatever the temperature (Hinton et al., 2015)."""
-        with torch.no_grad():
-            target = (self._teacher[0](images) / self.temperature).log_softmax(1)
-        student = (logits / self.temperature).log_softmax(1)
-        return F.kl_div(student, target, reduction="batchmean", log_target=True) * self.temperature**2
-
-    def on_fit_start(self) -> None:
-        if not self._teacher:
-            return
-        teacher = self._teacher[0].to(self.device)
-        if self.trainer.is_global_zero:
-            count = sum(p.numel() for p in teacher.parameters())
-            print(f"Teacher: {self.hparams.teacher} ({type(teacher.net).__name__}, {count:,} parameters)")
 
     def _diverged(self, symptom: str) -> None:
         callback = self.trainer.checkpoint_callback
