@@ -79,7 +79,7 @@ def test_the_tools_run_without_importing_lightning(
     tools = [
         ["augment", "--data_dir", str(data_dir), "--output", str(tmp_path / "augment.png")],
         ["curves", "--log_dir", str(run), "--output", str(tmp_path / "curves.png")],
-        ["export", "--ckpt_path", str(tiny_checkpoint), "--format", "torchscript", "--output", str(tmp_path / "m.pt")],
+        ["export", "--ckpt_path", str(tiny_checkpoint), "--format", "state_dict", "--output", str(tmp_path / "m.pt")],
         ["runs", "--log_dir", str(run.parent)],
         ["serve", "--ckpt_path", str(tiny_checkpoint), "--port", str(port)],
     ]

@@ -1,5 +1,5 @@
-"""Export: ONNX, the torch.export program and TorchScript match PyTorch; the state_dict loads into the seed's plain
-module; none of them warns."""
+"""Export: ONNX and the torch.export program match PyTorch; the state_dict loads into the seed's plain module; none
+of them warns."""
 
 import subprocess
 import sys
@@ -64,20 +64,11 @@ def test_torch_export_program_matches_pytorch_with_a_dynamic_batch(checkpoint, t
             assert (logits - reference[: len(batch)]).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript", "state_dict"])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "state_dict"])
 def test_export_warns_nothing(fmt: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a deprecated exporter's warning, or any other, fails the test
         _export(tiny_checkpoint, fmt, tmp_path / f"model.{fmt}")
-
-
-# Torch deprecates TorchScript, and this test's own torch.jit.load says so; the export itself warns nothing (above).
-@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated:FutureWarning")
-def test_torchscript_matches_pytorch(checkpoint, tmp_path, pixels, reference) -> None:
-    scripted = torch.jit.load(str(_export(checkpoint, "torchscript", tmp_path / "model.pt")))
-    assert scripted.original_name == "Classifier"  # the normalisation and the network, nothing of Lightning
-    with torch.inference_mode():
-        assert (scripted(pixels) - reference).abs().max() < 1e-4
 
 
 SEED_SCRIPT = (
@@ -115,7 +106,7 @@ def test_state_dict_loads_into_the_seeds_plain_module(tiny_checkpoint, tmp_path,
     ("args", "expected"),
     [
         (["--ckpt_path", "missing.ckpt", "--format", "onnx"], "missing.ckpt does not exist"),
-        (["--format", "keras"], "Expected a typing.Literal['onnx', 'pt2', 'torchscript', 'state_dict']"),
+        (["--format", "keras"], "Expected a typing.Literal['onnx', 'pt2', 'state_dict']"),
         (["--format", "onnx", "--output", "no/such/folder/model.onnx"], "folder no/such/folder does not exist"),
         (["--output", "/dev/null"], "--output /dev/null: it is a link, a folder, a FIFO or a device."),
         (["--output", "a" * 300 + ".onnx"], ": its name is longer than 255 bytes."),
@@ -174,7 +165,7 @@ def test_read_only_output_folder_leaves_nothing(tiny_checkpoint, tmp_path: Path,
                 "--ckpt_path",
                 str(tiny_checkpoint),
                 "--format",
-                "torchscript",
+                "state_dict",
                 "--output",
                 str(folder / "m.pt"),
             ],
@@ -185,7 +176,7 @@ def test_read_only_output_folder_leaves_nothing(tiny_checkpoint, tmp_path: Path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["torchscript", "state_dict"])  # TorchScript aborted the process; state_dict raised
+@pytest.mark.parametrize("fmt", ["pt2", "state_dict"])
 def test_full_disk_when_exporting(fmt: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
     # 20 kB: less than any format needs (50-80 kB).
     result = on_full_disk(

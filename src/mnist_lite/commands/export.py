@@ -1,8 +1,7 @@
-"""``mnist-lite export``: the fitted model for use without Lightning: ONNX, a ``torch.export`` program,
-TorchScript or a plain state_dict."""
+"""``mnist-lite export``: the fitted model for use without Lightning: ONNX, a ``torch.export`` program or a
+plain state_dict."""
 
 import io
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,21 +10,21 @@ import torch
 from mnist_lite.boundaries import checkpoints, files
 from mnist_lite.errors import UserError
 
-Format = Literal["onnx", "pt2", "torchscript", "state_dict"]
-SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt", "state_dict": ".weights.pt"}
+Format = Literal["onnx", "pt2", "state_dict"]
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "state_dict": ".weights.pt"}
 
 
 def export(ckpt_path: str, output: str | None = None, format: Format = "onnx", overwrite: bool = False) -> None:
-    """Write a fitted model as ONNX, a torch.export program, TorchScript or a state_dict, all or nothing.
+    """Write a fitted model as ONNX, a torch.export program or a state_dict, all or nothing.
 
     Args:
         ckpt_path: a .ckpt file; 'last' for the newest run's last checkpoint; 'best' for the checkpoint with the
             highest val_acc in any run under lightning_logs/.
         output: the file to write, never a checkpoint; by default the checkpoint's name with the format's suffix
-            (.onnx, .pt2, .pt, .weights.pt), in the current folder. A new file, unless --overwrite is given.
-        format: onnx, pt2 (a torch.export program, for torch.export.load) and torchscript (deprecated in torch:
-            prefer pt2) are the fitted model itself, images in [0, 1] to logits, for any batch size; state_dict is
-            the network's weights, which the assignment's plain module loads.
+            (.onnx, .pt2, .weights.pt), in the current folder. A new file, unless --overwrite is given.
+        format: onnx and pt2 (a torch.export program, for torch.export.load) are the fitted model itself, images
+            in [0, 1] to logits, for any batch size; state_dict is the network's weights, which the assignment's
+            plain module loads.
         overwrite: replace an existing output file.
     """
     source, model = checkpoints.load_given(ckpt_path)
@@ -39,10 +38,6 @@ def export(ckpt_path: str, output: str | None = None, format: Format = "onnx", o
         torch.save(model.net.state_dict(), data)
     elif format == "pt2":
         torch.export.save(torch.export.export(model, example, dynamic_shapes=batch), data)
-    elif format == "torchscript":
-        with warnings.catch_warnings():  # deprecated upstream, as --help says; still asked for
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|save)` is deprecated")
-            torch.jit.save(torch.jit.trace(model, example), data)
     else:
         try:
             import onnxscript  # noqa: F401  # torch's ONNX exporter needs it
