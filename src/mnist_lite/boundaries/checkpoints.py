@@ -1,7 +1,6 @@
 """Checkpoints are data: the one reader of a ``.ckpt`` file, and the fitted model it holds (no Lightning). A file is
-read once and parsed in layers, each before the next costs anything: a zip laid out as ``torch.save`` writes one;
-its checked entries re-packed for ``torch.load(weights_only=True)``; the tensors' metadata and Lightning's fields;
-then the network it names (network_spec.py). Every refusal is one line (docs/reliability.md).
+read once and checked in layers, each before the next costs anything: a zip laid out as ``torch.save`` writes one;
+its entries re-packed for ``torch.load(weights_only=True)``; the tensors' metadata and Lightning's fields; the network.
 """
 
 import io
@@ -34,14 +33,13 @@ FIELDS = {"epoch": int, "global_step": int, "pytorch-lightning_version": str, "h
 FIELDS |= {"callbacks": dict, "optimizer_states": list, "lr_schedulers": list, "torch_rng_state": torch.Tensor}
 _VERSION = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,4}([.+\-\w]{0,40})$")
 
-# What zipfile raises for a damaged archive, or for one it cannot read: a newer format version (NotImplementedError),
-# an encrypted entry (RuntimeError).
+# zipfile's errors for a damaged archive, or one it cannot read: a newer format (NotImplementedError), encryption.
 _ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError, EOFError, struct.error)
 _LOCAL_HEADER, _DESCRIPTOR, _END_RECORD = b"PK\x03\x04", b"PK\x07\x08", b"PK\x05\x06"
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents, after the checks of layers 1-3 above. ``UserError`` says why one is refused."""
+    """A checkpoint's contents, its archive, fields and tensors checked. ``UserError`` says why one is refused."""
     path = Path(path)
     checked = _repacked(_read_file(path), path)
     try:
@@ -60,8 +58,9 @@ def read(path: str | Path) -> dict[str, Any]:
 def _read_file(path: Path) -> bytes:
     if path.is_dir():
         found = sorted(str(p) for p in path.rglob("*.ckpt"))
-        listing = f" It holds: {', '.join(found[:5])}{' ...' if len(found) > 5 else ''}." if found else ""
-        raise UserError(f"checkpoint {path} is a folder: pass one .ckpt file.{listing or ' It holds no .ckpt.'}")
+        listing = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+        held = f"It holds: {listing}." if found else "It holds no .ckpt."
+        raise UserError(f"checkpoint {path} is a folder: pass one .ckpt file. {held}")
     try:
         data = files.read_bytes(path, MAX_FILE_BYTES)
     except FileNotFoundError:
@@ -78,11 +77,7 @@ def _read_file(path: Path) -> bytes:
 
 
 def _repacked(data: bytes, path: Path) -> io.BytesIO:
-    """The archive's entries, checked as layer 1 says, written afresh into an archive that only they are in."""
-    not_an_archive = UserError(
-        f"{path} is not a checkpoint: not a PyTorch zip archive (another kind of file, or cut short). "
-        f"Pass a .ckpt that fit wrote (mnist-lite runs lists them)."
-    )
+    """The archive's entries, checked, written afresh into an archive that only they are in."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
@@ -99,7 +94,10 @@ def _repacked(data: bytes, path: Path) -> io.BytesIO:
             for entry in entries:
                 fresh.writestr(entry.filename, archive.read(entry))  # each stored entry's CRC is checked here
     except _ZIP_ERRORS:
-        raise not_an_archive from None
+        raise UserError(
+            f"{path} is not a checkpoint: not a PyTorch zip archive (another kind of file, or cut short). "
+            "Pass a .ckpt that fit wrote (mnist-lite runs lists them)."
+        ) from None
     repacked.seek(0)
     return repacked
 
@@ -129,8 +127,8 @@ def _layout_problem(data: bytes, entries: list[zipfile.ZipInfo]) -> str | None:
 
 @contextmanager
 def _torch_allow_list_only() -> Iterator[None]:
-    """torch.load's weights-only reader with torch's own allow-list alone: Lightning and others add theirs (DTensor's
-    DeviceMesh, whose unpickling can open a listener, and 80 more), which no checkpoint of ours holds."""
+    """torch.load's weights-only reader with torch's own allow-list alone: Lightning and others add classes no
+    checkpoint of ours holds (DTensor's DeviceMesh, whose unpickling can open a listener, among them)."""
     others = torch.serialization.get_safe_globals()
     torch.serialization.clear_safe_globals()
     try:
@@ -208,8 +206,8 @@ def load_model(path: str | Path, checkpoint: dict[str, Any] | None = None) -> Cl
     checkpoint = read(path) if checkpoint is None else checkpoint
     spec = network_spec(checkpoint, path)
     check_network(spec, checkpoint, path)
-    # Building draws initial weights that the checkpoint's replace: a seeded run that reads a teacher must draw
-    # its own weights and dropout exactly as without one.
+    # Building draws initial weights, which the checkpoint's replace: a seeded fit that reads a checkpoint's weights
+    # (StartFrom) must draw the same random numbers as without it.
     with torch.random.fork_rng(devices=[]):
         model = Classifier(build_network(spec))
     model.load_state_dict(checkpoint["state_dict"])

@@ -1,8 +1,7 @@
 """Decoding pictures from strangers where the kernel bounds what each one may cost: PIL runs in a warm worker
-process under RLIMIT_AS and RLIMIT_CPU (re-armed for each picture), and its parent waits at most WALL_FACTOR times
-as long. A worker out of memory, killed or late costs its picture a ``TooCostly`` refusal, one line, whatever the
-bomb. The worker imports PIL and numpy only, and answers raw pixels, never pickles (docs/reliability.md).
-"""
+process under RLIMIT_AS and RLIMIT_CPU (re-armed for each picture), its parent waiting at most WALL_FACTOR times as
+long. A worker out of memory, killed or late costs its picture a one-line ``TooCostly`` refusal, whatever the bomb.
+The worker imports PIL and numpy only, and answers raw pixels, never pickles."""
 
 import functools
 import io

@@ -60,7 +60,6 @@ def open_for_writing(path: str | Path) -> BinaryIO:
 def check_output(path: Path, option: str, overwrite: bool = True) -> None:
     """Refuse in a line, before any work, an output that cannot take a new file: a name too long, a missing
     folder, a link, a folder, a FIFO or a device; and an existing file unless ``overwrite``."""
-    shown = printable(path)
     try:
         if len(path.name.encode()) > 255:  # NAME_MAX of every common filesystem
             problem = "its name is longer than 255 bytes"
@@ -74,7 +73,7 @@ def check_output(path: Path, option: str, overwrite: bool = True) -> None:
             return
     except OSError as e:  # a path too long, a folder that cannot be read, ...
         problem = e.strerror or str(e)
-    raise UserError(f"{option} {shown}: {problem}.")
+    raise UserError(f"{option} {printable(path)}: {problem}.")
 
 
 def write_atomically(data: bytes | memoryview, path: str | Path) -> None:

@@ -1,11 +1,9 @@
-"""Run folders: claiming one for each command (with ``mkdir``, so runs started together never share one), and
-finding runs, their results, checkpoints and the runs they resumed. A run folder is data (on a shared filesystem,
-anyone may have written it): `runs`, `curves` and ``--ckpt_path best|last`` read it through the readers here alone,
-regular files under a size cap, UTF-8; a value that does not parse is ``unreadable`` (one bad folder never fails a
-listing), a name that does not parse is skipped. No torch, no Lightning."""
+"""Run folders: claiming one per command (``mkdir``: runs started together never share one), and finding runs, their
+results, checkpoints and the runs they resumed; no torch, no Lightning. A run folder is data (anyone on a shared
+filesystem may have written it), read here alone: regular files under a size cap, UTF-8. A value that does not parse
+is ``unreadable`` (one bad folder never fails a listing); a name that does not parse is skipped."""
 
 import csv
-import functools
 import io
 import math
 import os
@@ -231,5 +229,7 @@ def _summary(metrics: Path) -> tuple[int | None, float | None, int | None]:
 def _newest_test_acc(folder: Path) -> tuple[float | None]:
     """The test_acc of the newest ``test*`` evaluation of a run."""
     tests = sorted(folder.glob("test*/metrics.csv"), key=_mtime)
-    rows = metric_rows(tests[-1], ("test_acc",)) if tests else iter([])
-    return (functools.reduce(lambda found, row: row.get("test_acc", found), rows, None),)
+    test_acc: float | None = None
+    for row in metric_rows(tests[-1], ("test_acc",)) if tests else ():
+        test_acc = row.get("test_acc", test_acc)
+    return (test_acc,)
