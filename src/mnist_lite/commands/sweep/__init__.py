@@ -38,7 +38,7 @@ def sweep(
     except ImportError:
         raise UserError("sweep needs Optuna: pip install -e '.[sweep]'.") from None
     # Imported once Optuna is known to be there; --help builds no Lightning.
-    from mnist_lite.commands.sweep import database, fingerprint, objective, outputs, prechecks, search_space, workers
+    from mnist_lite.commands.sweep import database, objective, outputs, prechecks, search_space
 
     name = study or Path(space).stem
     folder = Path(output or Path("lightning_logs") / "sweeps" / name)
@@ -47,7 +47,7 @@ def sweep(
     if not database.claimed(storage, name):  # a claimed study's space was checked when it was made
         prechecks.check_rounds(settings)
     the_study = database.study(storage, name)
-    fingerprint.claim(the_study, base, settings)  # refuses trials of other configs, seeds or space
+    prechecks.claim(the_study, base, settings)  # refuses trials of other configs, seeds or space
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -55,5 +55,5 @@ def sweep(
     optuna.storages.fail_stale_trials(the_study)  # the running trials of workers that died (else at each start)
     done = len(the_study.trials)
     print(f"Study {name!r} in {database.shown(storage)}: {done} trials so far; this run adds {trials}.", flush=True)
-    workers.run(settings, trials, jobs)
+    objective.run(the_study, settings, trials, jobs)
     outputs.write(the_study, base, settings)

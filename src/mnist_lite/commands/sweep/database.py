@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
@@ -17,6 +18,7 @@ from mnist_lite.errors import UserError, first_line
 # A worker without a heartbeat for GRACE_S has died: the next trial to start marks its trial failed. The tests
 # shorten the wait.
 GRACE_S = int(os.environ.get("MNIST_LITE_SWEEP_GRACE_S", "8"))
+HEARTBEAT_S = max(1, GRACE_S // 4)
 
 
 def claimed(url: str, name: str) -> bool:
@@ -40,9 +42,8 @@ def study(url: str, name: str) -> optuna.Study:
             file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"--storage {url}: cannot make the folder {file.parent}: {e.strerror or e}.") from None
-    sqlite = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # workers wait their turn
     try:
-        storage = _storage(url, sqlite)
+        storage = _storage(url)
     except ImportError as e:  # Optuna's own words name no package: the missing module's do
         driver = "pip install -e '.[postgres]' for PostgreSQL"
         raise UserError(
@@ -56,12 +57,11 @@ def study(url: str, name: str) -> optuna.Study:
     )
 
 
-def _storage(url: str, engine_kwargs: dict[str, Any] | None) -> optuna.storages.RDBStorage:
-    def make() -> optuna.storages.RDBStorage:
-        beat = max(1, GRACE_S // 4)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=beat, grace_period=GRACE_S
-        )
+def _storage(url: str) -> RDBStorage:
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # SQLite's workers wait their turn
+
+    def make() -> RDBStorage:
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
 
     for pause in (1, 2):  # machines that start together on a new database race to make Optuna's tables
         try:

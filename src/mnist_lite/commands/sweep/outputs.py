@@ -2,6 +2,7 @@
 The storage may be a database others write: a trial with a value the space cannot draw, or a val_acc that is no
 accuracy, is left out of all three, with a line on stderr."""
 
+import contextlib
 import csv
 import io
 import reprlib
@@ -12,8 +13,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_lite.boundaries.files import printable, write_atomically
-from mnist_lite.commands.sweep import capture, database
-from mnist_lite.commands.sweep.objective import Settings
+from mnist_lite.commands.sweep import database
+from mnist_lite.commands.sweep.objective import Settings, quiet
 from mnist_lite.errors import first_line
 
 
@@ -63,12 +64,10 @@ def _fits(trial: FrozenTrial, space: list) -> bool:
 def _misfit(d: Any, trial: FrozenTrial, complete: bool) -> str | None:
     if d.name not in trial.params:
         return f"it has no value for {d.key}" if complete else None
-    try:
+    with contextlib.suppress(ValueError, TypeError):
         if trial.distributions[d.name] == d.distribution:
             d.value(trial.params[d.name])  # ValueError for a value outside the space
             return None
-    except (ValueError, TypeError):
-        pass
     return f"{d.key} = {printable(reprlib.repr(trial.params[d.name]))} is not in the space"
 
 
@@ -80,10 +79,14 @@ def _plot(study: optuna.Study, settings: Settings) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
-    drawings: dict[str, Any] = {"history": plots.plot_optimization_history, "importances": plots.plot_param_importances}
-    for name, plot in {**drawings, "parallel_coordinates": plots.plot_parallel_coordinate}.items():
+    drawings: dict[str, Any] = {
+        "history": plots.plot_optimization_history,
+        "importances": plots.plot_param_importances,
+        "parallel_coordinates": plots.plot_parallel_coordinate,
+    }
+    for name, plot in drawings.items():
         try:
-            with capture.quiet():
+            with quiet():
                 figure = plot(study).figure
         except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances need two finished trials
             print(f"Not drawn: {name}.png ({first_line(e)})")
