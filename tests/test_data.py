@@ -65,28 +65,12 @@ def test_read_only_data_dir_names_the_path(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
-def test_without_bundle_or_network_the_error_says_what_to_provide(tmp_path: Path, monkeypatch) -> None:
+def test_without_the_bundle_the_error_says_what_to_provide(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(data_source, "BUNDLE_DIR", tmp_path / "no-bundle")
-
-    def offline(*args, **kwargs):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")  # what torchvision raises offline
-
-    monkeypatch.setitem(data_source.DATASETS, "MNIST", offline)
-    with pytest.raises(UserError, match=r"download failed .* Put its four IDX files in .*MNIST/raw"):
+    with pytest.raises(
+        UserError, match=r"fails its MD5 check: reinstall mnist-lite, or put .* in .*MNIST/raw"
+    ):
         data_source.prepare(tmp_path / "data")
-
-
-def test_unbundled_dataset_tries_the_download(tmp_path: Path, monkeypatch) -> None:
-    calls = []
-
-    def offline(root, train, download):
-        calls.append((root, train, download))
-        raise RuntimeError("no network")
-
-    monkeypatch.setitem(data_source.DATASETS, "FashionMNIST", offline)
-    with pytest.raises(UserError, match="FashionMNIST is not bundled"):
-        data_source.prepare(tmp_path, "FashionMNIST")
-    assert calls == [(str(tmp_path), True, True)]
 
 
 def test_split_indices_are_seeded_disjoint_and_complete() -> None:

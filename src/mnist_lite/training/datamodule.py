@@ -3,7 +3,7 @@
 import warnings
 from collections.abc import Iterator, Sized
 from itertools import islice
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
@@ -18,7 +18,7 @@ from mnist_lite.training import data_source, own_digits
 from mnist_lite.training.augmentations import TrainingAugmentation
 from mnist_lite.training.data_source import to_unit_range
 
-TRAIN_SIZE = 60_000  # all three datasets in data_source.DATASETS have 60k training images
+TRAIN_SIZE = 60_000
 
 
 def split_indices(size: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -77,11 +77,10 @@ def _already_batched(batch: Any) -> Any:
 
 
 class MNISTDataModule(LightningDataModule):
-    """MNIST (or a sibling dataset) with a seeded validation split carved from the training images.
+    """MNIST with a seeded validation split carved from the training images.
 
     Args:
-        data_dir: where ``<dataset>/raw/`` is written and read.
-        dataset: MNIST is bundled with the package; the others are downloaded by torchvision.
+        data_dir: where ``MNIST/raw/`` is extracted (from the copy bundled with the package) and read.
         val_size: training images held out for validation.
         split_seed: seed of the train/validation split, apart from the run's seed so the split never moves.
         batch_size: training batch size (per device under DDP).
@@ -99,7 +98,6 @@ class MNISTDataModule(LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        dataset: Literal["MNIST", "FashionMNIST", "KMNIST"] = "MNIST",
         val_size: PositiveInt = 5000,
         split_seed: int = 0,
         batch_size: PositiveInt = 64,
@@ -128,12 +126,12 @@ class MNISTDataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.trainer is None or not self.trainer.predicting or self.hparams.predict_path is None:
-            data_source.prepare(self.hparams.data_dir, self.hparams.dataset)
+            data_source.prepare(self.hparams.data_dir)
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if stage in ("fit", "validate") and "train" not in self.splits:
-            every = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=True))
+            every = InMemoryDigits(*data_source.load(hp.data_dir, train=True))
             train, val = split_indices(len(every), hp.val_size, hp.split_seed)
             images, labels = every.take(train)
             if hp.own_digits is not None and stage == "fit":  # validate uses MNIST's held-out split alone
@@ -145,7 +143,7 @@ class MNISTDataModule(LightningDataModule):
         if stage == "predict" and hp.predict_path is not None:
             self.splits["predict"] = DigitFiles(hp.predict_path)
         elif stage in ("test", "predict") and "test" not in self.splits:
-            self.splits["test"] = InMemoryDigits(*data_source.load(hp.data_dir, hp.dataset, train=False))
+            self.splits["test"] = InMemoryDigits(*data_source.load(hp.data_dir, train=False))
 
     def train_dataloader(self) -> StatefulDataLoader:
         trainer = self.trainer
