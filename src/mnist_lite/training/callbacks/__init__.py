@@ -1,5 +1,4 @@
-"""The Lightning callbacks the CLI adds: the predictions CSV, the pictures written after test, SLURM's requeue, and
-the checkpoint Ctrl-C leaves."""
+"""The callbacks the CLI adds: the predictions CSV, test's pictures, SLURM's requeue, the checkpoint Ctrl-C leaves."""
 
 from mnist_lite.training.callbacks.evaluation_report import EvaluationReport
 from mnist_lite.training.callbacks.interrupt import KeepOnStop

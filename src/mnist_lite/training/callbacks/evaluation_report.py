@@ -1,6 +1,7 @@
 """After ``mnist-lite test``: pictures of how the model did, written next to the run's logs."""
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -28,13 +29,7 @@ class EvaluationReport(Callback):
         self.errors = [torch.empty(0), torch.empty(0, 28, 28), labels, labels]
 
     def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Tensor,
-        batch: tuple[Tensor, Tensor],
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Tensor, batch: tuple[Tensor, Tensor], *_: Any
     ) -> None:
         images, labels = batch
         confidence, predicted = outputs.float().softmax(dim=1).max(dim=1)
@@ -56,9 +51,8 @@ class EvaluationReport(Callback):
         per_class = matrix.diag() / images.clamp(min=1)
         rows = [f"{d},{a:.4f},{n}" for d, (a, n) in enumerate(zip(per_class.tolist(), images.tolist()))]
         folder.mkdir(parents=True, exist_ok=True)
-        files.write_atomically(
-            "\n".join(["digit,accuracy,images", *rows, ""]).encode(), folder / "per_class_accuracy.csv"
-        )
+        table = "\n".join(["digit,accuracy,images", *rows, ""])
+        files.write_atomically(table.encode(), folder / "per_class_accuracy.csv")
         self.written = [  # the CLI says so once the progress bar closes
             figures.save(figures.confusion_matrix(matrix), folder / "confusion_matrix.png"),
             figures.save(figures.per_class_accuracy(per_class), folder / "per_class_accuracy.png"),

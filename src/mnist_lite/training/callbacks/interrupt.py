@@ -1,5 +1,5 @@
-"""Ctrl-C during fit keeps the work: the step in progress ends, a checkpoint of it is saved, and the command that
-resumes it is printed (training/cli.py)."""
+"""Ctrl-C during fit keeps the work: the step in progress ends, a checkpoint of it is saved, and training/cli.py
+prints the command that resumes it."""
 
 import signal
 from pathlib import Path
@@ -13,9 +13,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 class KeepOnStop(Callback):
     """The first Ctrl-C takes SIGTERM's path (Lightning ends the step in progress); then, for either signal,
-    ``interrupted.ckpt`` is saved beside the run's checkpoints, and resuming from it reaches the weights of a run
-    never stopped (tests/test_reliability.py). A second Ctrl-C stops at once; other errors save nothing. Lightning's
-    ``OnExceptionCheckpoint`` would make every fit without ``--ckpt_path`` resume from "last"."""
+    ``interrupted.ckpt`` is saved beside the run's checkpoints. A second Ctrl-C stops at once; other errors save
+    nothing. Lightning's ``OnExceptionCheckpoint`` would make every fit without ``--ckpt_path`` resume from "last"."""
 
     FILENAME = "interrupted.ckpt"
 
@@ -26,7 +25,7 @@ class KeepOnStop(Callback):
         self._previous: Any = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # After Lightning has set its SIGTERM handler (Trainer._run registers it after the setup hooks).
+        # Here, not in setup: Lightning sets its SIGTERM handler after the setup hooks.
         self._previous = signal.signal(signal.SIGINT, self._interrupt)
 
     def _interrupt(self, signum: int, frame: FrameType | None) -> None:
@@ -46,8 +45,7 @@ class KeepOnStop(Callback):
         self.step = trainer.global_step
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or trainer.global_step == 0:
             return
-        checkpoint = trainer.checkpoint_callback
-        folder = checkpoint.dirpath if checkpoint is not None and checkpoint.dirpath else trainer.default_root_dir
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
         path = Path(folder) / self.FILENAME
         trainer.save_checkpoint(path, weights_only=False)
         self.saved = path

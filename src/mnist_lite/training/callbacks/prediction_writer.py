@@ -14,8 +14,7 @@ from torch import Tensor
 from mnist_lite.boundaries import files
 from mnist_lite.errors import UserError
 
-# A cell that starts with one of these is a formula to a spreadsheet; a leading apostrophe makes it text, as
-# OWASP's advice for CSV injection and spreadsheet-safe CSV writers do. File names are the cells at risk.
+# A spreadsheet reads a cell starting so as a formula: a leading apostrophe makes it text (OWASP, CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 SHOWN = 10  # rows and failures the console shows; the CSV has them all
@@ -90,8 +89,7 @@ class CSVPredictionWriter(BasePredictionWriter):
         self.file.close()
 
     def summary(self) -> str:
-        """What the console shows once the progress bar has closed: the first answers, the count of each digit,
-        the files that could not be read, and where the CSV is."""
+        """What the console shows once the progress bar has closed."""
         lines = []
         if self.first:
             width = max(len("file"), *(len(name) for name, _, _ in self.first))

@@ -1,5 +1,5 @@
 """A fit that starts from a fitted checkpoint's weights: a new run with its own schedule, unlike ``fit --ckpt_path``,
-which resumes the old one. What configs/finetune.yaml uses to teach a model your own digits (docs/own-digits.md)."""
+which resumes the old one (configs/finetune.yaml, docs/own-digits.md)."""
 
 from pathlib import Path
 
@@ -20,11 +20,10 @@ class StartFrom(Callback):
         self.weights = weights
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Before a resumed run's restore (Trainer._run restores after the setup hooks): --ckpt_path still wins.
-        if stage != "fit":
+        if stage != "fit":  # setup runs before a resume's restore, so --ckpt_path still wins
             return
-        try:
-            root = getattr(getattr(trainer, "logger", None), "root_dir", None) or run_folders.LOG_ROOT  # last, best
+        try:  # last and best are looked up under the run's own log root
+            root = getattr(getattr(trainer, "logger", None), "root_dir", None) or run_folders.LOG_ROOT
             path, model = checkpoints.load_given(self.weights, Path(root))
             fitted = model.state_dict()
         except UserError as e:
