@@ -16,8 +16,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     requeue, a resumed run) goes through ``checkpoints.read``. The checkpoint the CLI has already read and checked
     is handed over, so the Trainer restores the very bytes that were checked, not the file a second time."""
 
-    def __init__(self) -> None:
-        self.preloaded: tuple[Path, dict[str, Any]] | None = None
+    preloaded: tuple[Path, dict[str, Any]] | None = None  # set by training/cli.py
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)

@@ -1,7 +1,6 @@
 """The default logger: Lightning's ``CSVLogger`` in a folder claimed with ``mkdir`` (``run_folders.claim``), so runs
-started together never share one (Lightning's own picks the next free number and creates it later). It claims when
-Lightning first asks for its folder, once the command's checks have passed, on global rank 0 alone
-(``rank_zero_only.rank``): Lightning gives the other ranks rank 0's folder wherever they need one."""
+started together never share one. It claims when Lightning first asks for its folder, once the command's checks have
+passed, on global rank 0 alone: Lightning gives the other ranks rank 0's folder."""
 
 from pathlib import Path
 

@@ -26,7 +26,12 @@ def read(folder: str | Path) -> tuple[Tensor, Tensor]:
     if others or not named:
         found = f"; it has {printable(', '.join(others[:3]))}" if others else ""
         raise UserError(f"data.own_digits: {shown} needs one subfolder per digit, named 0 to 9{found}.")
-    digits = {int(name): files for name in named if (files := _files(root / name)) is not None}
+    digits: dict[int, DigitFiles] = {}
+    for name in named:
+        try:
+            digits[int(name)] = DigitFiles(root / name)
+        except UserError:  # an empty subfolder: that digit has no images
+            continue
     total = sum(len(files) for files in digits.values())
     if not 0 < total <= MAX_IMAGES:
         raise UserError(
@@ -45,10 +50,3 @@ def read(folder: str | Path) -> tuple[Tensor, Tensor]:
             f"{printable(error)}.\nFix or remove them, and run again."
         )
     return torch.cat(images), torch.cat(labels)
-
-
-def _files(folder: Path) -> DigitFiles | None:
-    try:
-        return DigitFiles(folder)
-    except UserError:  # an empty subfolder: that digit has no images
-        return None

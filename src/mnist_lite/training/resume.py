@@ -1,5 +1,5 @@
-"""Resuming a run: the training state a checkpoint holds is tried on this run's own objects, inside one guard,
-before Lightning restores it. Whatever they reject is one line that names the section, not a traceback mid-run."""
+"""Resuming a run: a checkpoint's training state is tried on copies of this run's objects before Lightning restores
+it, so whatever they reject is one line naming the section, not a traceback mid-run."""
 
 import copy
 import inspect
@@ -29,9 +29,8 @@ def guard(path: str | Path, section: str) -> Iterator[None]:
 
 
 def try_optimization(path: str | Path, checkpoint: dict[str, Any], build: Callable, parameters: Iterable) -> None:
-    """Load the saved optimizer and schedule states into a fresh optimizer and schedule (``build(params)``, as this
-    run makes its own) over copies of ``parameters``, and take one step with them: every check their constructors,
-    loaders and steps make, on the saved values, without touching this run's own."""
+    """Load the saved optimizer and schedule states into fresh ones (``build(params)``) over copies of ``parameters``
+    and take one step: every check their constructors, loaders and steps make, without touching this run's own."""
     saved_optimizers, saved_schedules = checkpoint.get("optimizer_states", []), checkpoint.get("lr_schedulers", [])
     optimizer, scheduler = build([p.detach().clone().requires_grad_(p.requires_grad) for p in parameters])
     with guard(path, "optimizer state"):
@@ -57,9 +56,9 @@ def try_optimization(path: str | Path, checkpoint: dict[str, Any], build: Callab
 
 
 def layout_difference(found: Any, expected: Any, where: str) -> str | None:
-    """Where a saved training state (a loop's progress, a callback's or a schedule's state) differs in layout from
-    the state this run would save: a missing key, a sequence of another length, a value of another kind. Extra keys
-    are allowed; so is anything where the fresh state holds None (unset until the run saves)."""
+    """Where a saved state (a loop's progress, a callback's or a schedule's) differs in layout from what this run
+    would save: a missing key, a sequence of another length, a value of another kind. Extra keys are allowed; so is
+    anything where the fresh state holds None (unset until the run saves)."""
     if expected is None:
         return None
     if isinstance(expected, dict):
