@@ -17,8 +17,8 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     return (lines[0][:limit] + "…" * (len(lines[0]) > limit)) if lines else type(error).__name__
 
 
-def fail(message: str, prog: str = "mnist-lite") -> NoReturn:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+def fail(message: str) -> NoReturn:
+    print(f"mnist-lite: error: {message}", file=sys.stderr)
     sys.exit(1)
 
 

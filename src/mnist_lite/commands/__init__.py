@@ -1,8 +1,6 @@
-"""The tools beside LightningCLI's subcommands, one function each in ``commands/<name>.py``.
-
-A tool's signature and docstring are its options and its ``--help``, read by jsonargparse, so types, defaults and
-help live in one place. A tool builds no Trainer and imports Lightning only if its work needs it (sweep does).
-"""
+"""The tools beside LightningCLI's subcommands, one function each in ``commands/<name>.py``: its signature and
+docstring are its options and ``--help``, read by jsonargparse. A tool builds no Trainer and imports Lightning only if
+its work needs it (sweep does)."""
 
 import importlib
 import inspect
@@ -24,12 +22,10 @@ class ToolParser(ConciseErrors, ArgumentParser):
 
 
 def function(name: str) -> Callable[..., None]:
-    """The tool ``name``: the function of that name in ``mnist_lite.commands.<name>``."""
     return getattr(importlib.import_module(f"mnist_lite.commands.{name}"), name)
 
 
 def summary(tool: Callable[..., None]) -> str:
-    """A tool's one-line summary: the first line of its docstring."""
     return (inspect.getdoc(tool) or "").split("\n")[0]
 
 
