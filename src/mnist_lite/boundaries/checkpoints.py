@@ -1,7 +1,6 @@
 """Checkpoints are data: the one reader of a ``.ckpt`` file, and the fitted model it holds (no Lightning). A file is
-read once and checked in layers, each before the next costs anything: a zip laid out as ``torch.save`` writes one;
-its entries re-packed for ``torch.load(weights_only=True)``; the tensors' metadata and Lightning's fields; the network.
-"""
+read once and checked in layers, each before the next costs anything: a zip laid out as ``torch.save`` writes one; its
+entries re-packed for ``torch.load(weights_only=True)``; the tensors' metadata and Lightning's fields; the network."""
 
 import io
 import pickle
@@ -17,7 +16,7 @@ import torch
 
 from mnist_lite.boundaries import files
 from mnist_lite.boundaries import run_folders as runs
-from mnist_lite.boundaries.console import describe, shown
+from mnist_lite.boundaries.console import shown
 from mnist_lite.boundaries.network_spec import build_network, check_network, network_spec
 from mnist_lite.errors import UserError, first_line
 from mnist_lite.network import Classifier
@@ -223,5 +222,16 @@ def load_given(ckpt_path: str, root: Path = runs.LOG_ROOT) -> tuple[Path, Classi
 
 
 def announce(path: Path, checkpoint: dict[str, Any]) -> None:
-    """The console line that says which checkpoint a command uses: its run and its val_acc."""
-    print(f"Checkpoint: {path}{describe(path, checkpoint)}", flush=True)
+    """The console line that says which checkpoint a command uses: its run, and its val_acc when it was saved."""
+    saved = [
+        state.get("current_score")
+        for key, state in checkpoint.get("callbacks", {}).items()
+        if key.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("monitor") == "val_acc"
+    ]
+    scores = [float(s) for s in saved if isinstance(s, torch.Tensor) and s.numel() == 1]
+    score = runs.score(path) or (scores[0] if scores else None)
+    run = runs.run_of(path)
+    parts = [f"run {run}"] if run else []
+    if score is not None:
+        parts.append(f"val_acc {score:.4f}")
+    print(f"Checkpoint: {path}" + (f" ({', '.join(parts)})" if parts else ""), flush=True)

@@ -30,7 +30,12 @@ def expanded_size(value: Any, memo: dict[int, int] | None = None) -> int:
     return size
 
 
-def bounded(load: Any) -> Any:
+def install() -> None:
+    """Wrap jsonargparse's YAML loader once per process."""
+    load = get_loader("yaml")
+    if getattr(load, "bounded", False):
+        return
+
     def load_bounded(text: str) -> Any:
         if len(text) > MAX_CONFIG_CHARS:
             raise ConfigTooLarge(f"config is {len(text):,} characters, more than the {MAX_CONFIG_CHARS:,} allowed")
@@ -42,11 +47,4 @@ def bounded(load: Any) -> Any:
         return value
 
     load_bounded.bounded = True  # type: ignore[attr-defined]
-    return load_bounded
-
-
-def install() -> None:
-    """Wrap jsonargparse's YAML loader once per process."""
-    current = get_loader("yaml")
-    if not getattr(current, "bounded", False):
-        set_loader("yaml", bounded(current), exceptions=(yaml.YAMLError,))
+    set_loader("yaml", load_bounded, exceptions=(yaml.YAMLError,))

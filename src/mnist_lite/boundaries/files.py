@@ -1,7 +1,5 @@
-"""How this project opens files: regular files only, never blocking, and no output written through a link. A FIFO,
-device or socket is refused from ``fstat`` on the descriptor opened (non-blocking); outputs are written beside their
-destination under a fresh name and renamed into place; names from data are shown through ``printable``.
-"""
+"""How this project opens files: regular files only (``fstat`` on the descriptor, opened non-blocking), never
+blocking, and no output written through a link; names from data are shown through ``printable``."""
 
 import os
 import stat
