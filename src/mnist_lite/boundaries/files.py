@@ -48,8 +48,7 @@ def read_bytes(path: str | Path, limit: int) -> bytes:
 
 
 def open_for_writing(path: str | Path) -> BinaryIO:
-    """A new or emptied regular file to write as it goes (a CSV written batch by batch): never through a link,
-    never a FIFO or a device."""
+    """A new or emptied regular file to write as it goes: never through a link, never a FIFO or a device."""
     file = _open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, "wb")
     file.truncate(0)  # only once it is known to be a regular file
     return file

@@ -101,8 +101,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 
 def resumed_from(folder: Path) -> Path | None:
-    """The run a resumed fit went on from: the run folder of the ``ckpt_path`` its saved config names (the checkpoint
-    itself when it is in none)."""
+    """The run a resumed fit went on from: the run folder of its saved ``ckpt_path`` (else that checkpoint itself)."""
     given = read_config(folder).get("ckpt_path")
     if not isinstance(given, str) or not given:
         return None
