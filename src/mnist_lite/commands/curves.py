@@ -1,6 +1,5 @@
 """``mnist-lite curves``: plot a run's loss and accuracy against the step, from its metrics.csv."""
 
-import math
 from pathlib import Path
 
 from mnist_lite.boundaries import files
@@ -25,17 +24,14 @@ def curves(log_dir: str, output: str | None = None) -> None:
     for run in reversed(runs.history(folder)):  # newest first: each older run up to where the newer one went on
         try:  # through the run-folder reader: a regular file under its cap, every value a number
             older = [row for row in runs.metric_rows(run / "metrics.csv", COLUMNS) if "step" in row and len(row) > 1]
-        except FileNotFoundError:
-            if run == folder:
-                raise UserError(_missing(folder)) from None
-            break
-        except runs.Unreadable as e:
-            if run == folder:
-                raise UserError(f"cannot read {e}.") from None
-            break  # an older run's metrics that cannot be read end the history there, as a missing one does
-        start = rows[0]["step"] if rows else math.inf
-        resumed_at += [start] if rows else []
-        rows = [row for row in older if row["step"] < start] + rows
+        except (FileNotFoundError, runs.Unreadable) as e:
+            if run != folder:
+                break  # an older run's metrics, missing or unreadable, end the history there
+            raise UserError(_missing(folder) if isinstance(e, FileNotFoundError) else f"cannot read {e}.") from None
+        if rows:
+            resumed_at.append(rows[0]["step"])
+            older = [row for row in older if row["step"] < rows[0]["step"]]
+        rows = older + rows
     fig = figures.learning_curves(rows, _label_smoothing(folder), resumed_at)
     print(f"Wrote {files.printable(figures.save(fig, output or folder / 'learning_curves.png'))}")
 

@@ -1,8 +1,6 @@
 """The nine augmentations: each one batched function that gives every image its own random parameters, drawn on the
-CPU generator (the same draws on any device); the picture draws each at fixed parameters. Not torchvision's v2
-(one set of parameters per call) nor kornia's (slower per batch): docs/architecture.md. Images are float in [0, 1],
-shaped (N, 1, 28, 28).
-"""
+CPU generator (the same draws on any device); the picture draws each at fixed parameters. Not torchvision's v2 (one
+set of parameters per call) nor kornia's (slower): docs/architecture.md. Images are float in [0, 1], (N, 1, 28, 28)."""
 
 import inspect
 from collections.abc import Callable
@@ -127,8 +125,7 @@ class TrainingAugmentation:
             if name not in REGISTRY:
                 raise UserError(f"unknown augmentation {name!r}: choose from {', '.join(REGISTRY)}.")
             entry, params = REGISTRY[name], params or {}
-            unknown = set(params) - set(entry.params)
-            if unknown:
+            if unknown := set(params) - set(entry.params):
                 accepted = ", ".join(entry.params) or "no parameters"
                 raise UserError(
                     f"augmentation {name!r} has no parameter {', '.join(sorted(unknown))}: it takes {accepted}."

@@ -1,6 +1,5 @@
-"""Pictures drawn with matplotlib's object-oriented API: each function draws the tensors it is given into a new
-``Figure`` and returns it; ``save`` writes it. No pyplot, so importing this never touches matplotlib's backend,
-in a notebook or anywhere else, and no figure outlives its PNG."""
+"""Pictures drawn into a new matplotlib ``Figure`` each, which ``save`` writes. No pyplot: importing this never touches
+matplotlib's backend, in a notebook or anywhere else, and no figure outlives its PNG."""
 
 import io
 import math
@@ -129,7 +128,7 @@ def _captioned_grid(title: str, images: list[torch.Tensor], captions: list[str],
     """Digits (pixels in [0, 1]) in rows of ``cols``, each under its two-line caption: one picture of them all on a
     white ground, which matplotlib draws much faster than an axes per digit."""
     side, gap, head = 28, 3, 9  # in image pixels: a digit, the gap between two, the room for a caption
-    rows = max(1, -(-len(images) // cols))
+    rows = max(1, math.ceil(len(images) / cols))
     ground = torch.ones(rows * (head + side), cols * (gap + side))
     inch = 2.2 / (gap + side)  # an image pixel, in inches: 2.2 in a column
     width = inch * ground.shape[1] / 0.98
