@@ -48,17 +48,14 @@ class Settings:
 
     def trial_args(self, values: dict[str, Any] | None = None) -> list[str]:
         """A trial's fit: ``args``, no bar or checkpoints (best.yaml is the result), its log in the sweep's folder."""
-        logger = {
-            "class_path": "mnist_lite.training.loggers.RunLogger",
-            "init_args": {"save_dir": str(self.folder / "runs")},
-        }
+        save_dir = str(self.folder / "runs")
+        logger = {"class_path": "mnist_lite.training.loggers.RunLogger", "init_args": {"save_dir": save_dir}}
         return [*self.args(values), *FIT_OPTIONS, f"--trainer.logger={json.dumps(logger)}"]
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """What the code inside prints, warns or logs below WARNING is dropped (a trial's fit prints its run folder and
-    Lightning's notes: the sweep prints one line instead); its errors still rise."""
+    """What the code inside prints, warns or logs below WARNING is dropped (the sweep prints a line); errors rise."""
     logging.disable(logging.INFO)  # Lightning's log handlers hold the real stderr: its notes are dropped by level
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()), warnings.catch_warnings(action="ignore"):

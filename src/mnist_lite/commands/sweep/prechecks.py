@@ -54,23 +54,17 @@ def claim(study: optuna.Study, base: Any, settings: Settings) -> None:
     digest = hashlib.sha256("\n".join([config, json.dumps(settings.seeds), space]).encode()).hexdigest()[:16]
     named = f"study {study.study_name!r} in {database.shown(settings.storage)}"
     found = database.read(settings, lambda: study.user_attrs).get("fingerprint")
+    seeds = found.get("seeds") if isinstance(found, dict) else None
+    texts = isinstance(found, dict) and all(isinstance(found.get(k), str) for k in ("digest", "made_with"))
     if found is None and study.trials:
         raise UserError(f"{named} was not made by mnist-lite sweep: name another with --study.")
     if found is None:
         made_with = shlex.join([*settings.args(), "--seeds", *map(str, settings.seeds)])
         study.set_user_attr("fingerprint", {"digest": digest, "made_with": made_with, "seeds": settings.seeds})
-    elif not _written_by_a_sweep(found):
+    elif not (texts and isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
         raise UserError(f"{named} has a fingerprint no mnist-lite sweep wrote: name another with --study.")
     elif found["digest"] != digest:
         raise UserError(
             f"{named} was made with {printable(found['made_with'])} and its space as it was then; these configs, "
             "seeds or space differ. Start a new study with --study NAME, or go back to those."
         )
-
-
-def _written_by_a_sweep(found: Any) -> bool:
-    """Whether a stored fingerprint has the shape ``claim`` writes (others may write the storage)."""
-    if not isinstance(found, dict) or not all(isinstance(found.get(k), str) for k in ("digest", "made_with")):
-        return False
-    seeds = found.get("seeds")
-    return isinstance(seeds, list) and bool(seeds) and all(type(s) is int for s in seeds)
