@@ -67,9 +67,7 @@ def test_read_only_data_dir_names_the_path(tmp_path: Path) -> None:
 
 def test_without_the_bundle_the_error_says_what_to_provide(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(data_source, "BUNDLE_DIR", tmp_path / "no-bundle")
-    with pytest.raises(
-        UserError, match=r"fails its MD5 check: reinstall mnist-lite, or put .* in .*MNIST/raw"
-    ):
+    with pytest.raises(UserError, match=r"fails its MD5 check: reinstall mnist-lite, or put .* in .*MNIST/raw"):
         data_source.prepare(tmp_path / "data")
 
 

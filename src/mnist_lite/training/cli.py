@@ -32,7 +32,7 @@ from mnist_lite.training.checkpoint_io import SafeCheckpointIO
 from mnist_lite.training.datamodule import MNISTDataModule
 from mnist_lite.training.loggers import RunLogger
 from mnist_lite.training.module import MNISTClassifier
-from mnist_lite.training.parser import DENIED_IMPORT_PATHS, DigitTrainer, Parser, ShortHelp, check_config_files
+from mnist_lite.training.parser import DENIED_IMPORT_PATHS, DigitTrainer, Parser, ShortHelp
 
 # Lightning's bar redraws after every step; every 20 still looks live (benchmarks/progress_bar.py). A bar in
 # trainer.callbacks overrides it.
@@ -250,7 +250,6 @@ def main(args: list[str], summaries: dict[str, str]) -> None:
     keeper = KeepOnStop()
     try:
         complete_srun_environment()
-        check_config_files(args)
         build(args, summaries=summaries, callbacks=[keeper])
     except UserError as e:
         fail(str(e))

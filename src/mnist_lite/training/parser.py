@@ -3,7 +3,6 @@
 
 import argparse
 import copy
-import itertools
 import re
 import shutil
 from typing import Any
@@ -12,9 +11,8 @@ from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
-from mnist_lite.boundaries import files
 from mnist_lite.boundaries import run_folders as runs
-from mnist_lite.errors import ConciseErrors, UserError
+from mnist_lite.errors import ConciseErrors
 
 # Import paths no config value may name, added to jsonargparse's own denylist (os, subprocess, builtins.exec, ...):
 # the loaders that would turn a file into code.
@@ -79,18 +77,3 @@ class DigitTrainer(Trainer):
 
 
 LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
-
-
-def check_config_files(args: list[str]) -> None:
-    """Every config file named on the command line is a regular file: jsonargparse would open a FIFO and wait
-    forever, and read a device without end."""
-    groups = ("--config", "-c", "--trainer", "--model", "--data", "--checkpoint", "--predictions", "--report")
-    given = [(o, v) for o, v in itertools.pairwise(args) if o in groups]
-    given += [(o, v) for o, equals, v in (a.partition("=") for a in args) if equals and o in groups]
-    for option, value in given:
-        try:
-            files.check_regular(value)
-        except FileNotFoundError:
-            continue  # jsonargparse says so, or takes the value as inline YAML
-        except OSError as e:
-            raise UserError(f"{option} {value}: {e}. Pass a YAML file.") from None

@@ -25,7 +25,6 @@ def base(settings: Settings) -> Any:
     for d in settings.space:
         if setter := SET_BY_THE_SWEEP.get("trainer.logger" if d.key.startswith("trainer.logger.") else d.key):
             raise UserError(f"--space: {d.key} is set by {setter}; leave it out of the space.")
-    training_cli.check_config_files(settings.args())
     try:
         with quiet():
             return training_cli.build(settings.trial_args(), run=False, exit_on_error=False)
