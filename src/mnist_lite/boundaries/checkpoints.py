@@ -229,7 +229,9 @@ def announce(path: Path, checkpoint: dict[str, Any]) -> None:
         if key.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("monitor") == "val_acc"
     ]
     scores = [float(s) for s in saved if isinstance(s, torch.Tensor) and s.numel() == 1]
-    score = runs.score(path) or (scores[0] if scores else None)
+    score = runs.score(path)  # 0.0 is a score
+    if score is None and scores:
+        score = scores[0]
     run = runs.run_of(path)
     parts = [f"run {run}"] if run else []
     if score is not None:

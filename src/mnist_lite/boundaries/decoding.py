@@ -3,6 +3,7 @@ process under RLIMIT_AS and RLIMIT_CPU (re-armed for each picture), its parent w
 long. A worker out of memory, killed or late costs its picture a one-line ``TooCostly`` refusal, whatever the bomb.
 The worker imports PIL and numpy only, and answers raw pixels, never pickles."""
 
+import atexit
 import functools
 import io
 import math
@@ -141,7 +142,14 @@ class Decoder:
 
 @functools.cache
 def _decoder(pid: int) -> Decoder:
-    return Decoder()
+    decoder = Decoder()
+    atexit.register(_close_at_exit, decoder, pid)
+    return decoder
+
+
+def _close_at_exit(decoder: Decoder, pid: int) -> None:
+    if os.getpid() == pid:  # a forked child that runs its parent's handlers leaves the parent's worker be
+        decoder.close()
 
 
 def decode(pictures: Iterable[bytes | ValueError]) -> Iterator[np.ndarray | ValueError]:

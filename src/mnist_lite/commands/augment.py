@@ -2,6 +2,7 @@
 
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
+from mnist_lite.boundaries.files import printable
 from mnist_lite.errors import UserError
 from mnist_lite.training import data_source
 from mnist_lite.training.augmentations import REGISTRY, TrainingAugmentation
@@ -40,4 +41,4 @@ def augment(
         fig = figures.random_augmentation_grid(image, label, index, names, samples, seed)
     else:
         fig = figures.augmentation_grid(image, label, index, names)
-    print(f"Wrote {figures.save(fig, output)}")
+    print(f"Wrote {printable(figures.save(fig, output))}")

@@ -22,7 +22,7 @@ HEARTBEAT_S = max(1, GRACE_S // 4)
 
 
 def claimed(url: str, name: str) -> bool:
-    """Whether the storage holds the study already, claimed by a sweep; nothing is created to find out."""
+    """Whether the storage holds the study already, claimed by a sweep (a SQLite file that is not there is not made)."""
     if url.startswith("sqlite") and (url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url):
         raise UserError(f"--storage {url} keeps the study in memory, where no trial is kept: name a file.")
     if (file := _sqlite_file(url)) is not None and not file.exists():
