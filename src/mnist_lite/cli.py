@@ -1,6 +1,5 @@
-"""The ``mnist-lite`` command. It looks at the subcommand first and builds only what that one needs: fit, validate,
-test and predict go to LightningCLI (``training/cli.py``); the tools are plain functions (``commands/``). Nothing
-heavy is imported here, so ``mnist-lite --help`` and a mistyped subcommand answer at once."""
+"""The ``mnist-lite`` command: fit, validate, test and predict go to LightningCLI (``training/cli.py``), the tools
+to plain functions (``commands/``). Nothing heavy is imported here, so ``mnist-lite --help`` answers at once."""
 
 import difflib
 import gc
@@ -13,8 +12,8 @@ from types import ModuleType
 from mnist_lite import __version__
 from mnist_lite.errors import UserError, fail
 
-# Each subcommand's one-line summary, shown by `mnist-lite --help` without importing it, and by its own --help. A
-# tool's is the first line of its docstring too (a test holds them equal).
+# Shown by `mnist-lite --help` without importing anything, and by each subcommand's own --help. A tool's is the first
+# line of its docstring too (a test holds them equal).
 SUBCOMMANDS = {
     "fit": "Train a model from YAML configs; each run gets its own folder under lightning_logs/.",
     "validate": "Score a checkpoint on the validation split, into a folder inside the run it came from.",
@@ -42,8 +41,8 @@ def usage() -> str:
 
 
 def load(module: str) -> ModuleType:
-    """Import a subcommand's module with Python's cyclic collector paused, then freeze what it made: the objects of
-    torch and Lightning live until exit, and no collection need walk them again (benchmarks/startup.py)."""
+    """Import a subcommand's module with the cyclic collector paused, then freeze what it made: torch's and
+    Lightning's objects live until exit, and no collection need walk them again (benchmarks/startup.py)."""
     if module in sys.modules:
         return sys.modules[module]
     enabled = gc.isenabled()
@@ -57,9 +56,8 @@ def load(module: str) -> ModuleType:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run ``mnist-lite`` with ``args`` (default: the command line). A reader that stops reading early
-    (``mnist-lite runs | head -2``) ends the command quietly, with the status a shell gives a command that SIGPIPE
-    stopped (141), as it ends ``ls``."""
+    """Run ``mnist-lite`` with ``args`` (default: the command line). A reader that stops early (``mnist-lite runs |
+    head -2``) ends the command quietly with 141, the status of a command SIGPIPE stopped, as ``ls`` ends."""
     try:
         try:
             _main(args)
