@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     "runs": "List the runs under a log folder: when, configs, parameters, epochs, val_acc, test_acc, checkpoints.",
     "augment": "Draw the augmentations of one training image into a PNG.",
     "curves": "Plot a run's loss and accuracy against the training step, from its metrics.csv.",
-    "export": "Write a fitted model as ONNX, a torch.export program, TorchScript or a state_dict, all or nothing.",
+    "export": "Write a fitted model as ONNX, a torch.export program or a state_dict, all or nothing.",
     "serve": "Serve a page to draw digits on and watch the model read them, and the API behind it.",
     "sweep": "Search hyperparameters with Optuna: each trial is a real fit of the configs with the trial's values.",
 }
