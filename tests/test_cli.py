@@ -121,6 +121,14 @@ def test_tool_help_comes_from_the_signature(capsys) -> None:
     assert "<log_dir>/learning_curves.png when not" in out and out.count("default:") == 1  # output's only
 
 
+@pytest.mark.parametrize("name", commands.NAMES)
+def test_a_tools_help_says_what_it_does_once(name: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the description
+    assert out.count(SUBCOMMANDS[name].rstrip(".")) == 1
+
+
 def test_a_tools_missing_option_points_at_the_tools_own_help(capsys) -> None:
     err = fails(["curves"], capsys)
     assert "mnist-lite curves: error: the following arguments are required: log_dir" in err

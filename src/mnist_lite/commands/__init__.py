@@ -38,7 +38,7 @@ def parser(name: str, exit_on_error: bool = True) -> ArgumentParser:
     parameters = inspect.signature(tool).parameters
     lists = {key: item for key, p in parameters.items() if (item := _list_item(p.annotation)) is not None}
     switches = {key for key, p in parameters.items() if p.annotation is bool and p.default is False}
-    built.add_function_arguments(tool, skip=set(lists) | switches)
+    built.add_function_arguments(tool, as_group=False, skip=set(lists) | switches)  # the description once
     docs = {p.arg_name: p.description for p in docstring_parser.parse(inspect.getdoc(tool) or "").params}
     for key, item in lists.items():
         required = parameters[key].default is inspect.Parameter.empty
