@@ -326,6 +326,14 @@ def test_a_bad_key_is_named_in_full_with_the_nearest_name_or_its_value_and_type(
     assert not re.search(r"NestedArg|Namespace\(|\{'init_args'|Parser key|class_path '", err), err
 
 
+def test_print_config_names_a_bad_key_in_full_and_points_at_its_subcommands_help(in_tmp: Path, capsys) -> None:
+    """--print_config's errors are raised by the top parser: still the full key, and fit's --help."""
+    bad = _write(in_tmp / "bad.yaml", "model:\n  bogus: 1\n")
+    err = fails(["fit", "--print_config", "--config", str(bad)], capsys)
+    assert "mnist-lite fit: error: model.bogus is not an option; it takes net, " in err, err
+    assert "See 'mnist-lite fit --help'" in err, err
+
+
 def test_defaults_without_a_config_train_one_epoch(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["fit", "--print_config"])

@@ -28,10 +28,15 @@ class ConciseErrors:
 
     prog: str
     exit_on_error: bool
+    subcommands: Any = None  # the one LightningCLI adds
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)  # --trainer.max_epoch is a typo, not max_epochs
         super().__init__(*args, **kwargs)
+
+    def add_subcommands(self, *args: Any, **kwargs: Any) -> Any:
+        self.subcommands = super().add_subcommands(*args, **kwargs)  # type: ignore[misc]
+        return self.subcommands
 
     def print_help(self, file: Any = None) -> None:
         """argparse's own drops a closed pipe's error: here it reaches cli.main, which ends such a command 141."""
@@ -41,6 +46,8 @@ class ConciseErrors:
         if not self.exit_on_error:
             super().error(message, ex)  # type: ignore[misc]  # raises argparse.ArgumentError
         parser = getattr(ex, "subcommand_parser", None) or self
+        if (subcommands := getattr(parser, "subcommands", None)) and len(subcommands.choices) == 1:
+            parser = next(iter(subcommands.choices.values()))  # --print_config's errors come from the top parser
         prog = parser.prog.replace(" [options]", "")
         try:  # the dotted keys it takes (a Namespace's keys(), not its top level), for "did you mean"
             options = [key for key in parser.get_defaults().keys() if "." in key]  # type: ignore[union-attr]  # noqa: SIM118
@@ -61,7 +68,9 @@ def concise(message: str, options: list[str] | None = None) -> str:
     classes = re.findall(r"class_path[ =]'([^']+)'", message)
     denied = re.search(r"Importing '([^']+)' is not allowed, denied by the '([^']+)' entry", message)
     unknown = re.search(
-        r"Option '(\w+)' is not accepted|does not accept option '([\w.]+)'|unrecognized arguments: -*([\w.]+)", message
+        r"Option '(\w+)' is not accepted|(?:Group '([\w.]+)' )?does not accept option '([\w.]+)'|"
+        r"unrecognized arguments: -*([\w.]+)",
+        message,
     )
     kinds = [a or b for a, b in re.findall(r"Expected a <class '(\w+)'>|Not of type (\w+)", message) if a != "NoneType"]
     literal = re.findall(r"invalid literal for \w+\(\) with base \d+: '(.*)'", message)
@@ -77,7 +86,7 @@ def concise(message: str, options: list[str] | None = None) -> str:
             )
         return f"{key} is not a parameter of {class_path}; {_nearest(unknown.group(1), _parameters(class_path))}"
     if unknown:
-        key = unknown.group(2) or unknown.group(3)
+        key = ".".join(filter(None, unknown.group(2, 3))) or unknown.group(4)  # a group's is given apart
         parent, _, name = key.rpartition(".")
         names = {o.rpartition(".")[2]: "" for o in options or () if o.rpartition(".")[0] == parent}
         return f"{key} is not an option; {_nearest(name, names, f'{parent}.')}" if names else f"{key} is not an option."
