@@ -199,6 +199,22 @@ def _hostile(kind: str, good: dict, folder: Path) -> tuple[Path, str]:
         return _save({**good, "lr_schedulers": "every step"}, path), "lr_schedulers = 'every step' is not a list"
     if kind == "negative-step":
         return _save({**good, "global_step": -5}, path), "global_step = -5 is negative"
+    if kind == "pickle-over-its-cap":  # torch's reader would build about 200 bytes of lists per byte of it
+        return _rezip(_bytes(good), path, b"\x80\x02](" + b"]" * 300_000 + b"e."), "its pickle is over 256 KiB"
+    if kind == "directory-of-20k-entries":  # parsed whole by zipfile before a single entry is counted
+        with zipfile.ZipFile(path, "w") as archive:
+            for i in range(20_000):
+                archive.writestr(f"archive/data/{i}", b"")
+        return path, "its archive's directory is larger than 4,096 entries take"
+    if kind == "callbacks-keyed-by-number":
+        return _save({**good, "callbacks": {1: {}}}, path), "field callbacks is not a mapping of names to states"
+    if kind in ("no-lightning-version", "lightning-0-version"):  # Lightning would migrate it, and fail midway
+        old = {key: value for key, value in good.items() if key != "pytorch-lightning_version"}
+        old |= {"pytorch-lightning_version": "0.0.1"} if kind == "lightning-0-version" else {}
+        return _save(old, path), "is not a version of Lightning 2"
+    if kind == "counter-past-int64":  # Lightning adds to its counters as 64-bit integers, and overflows
+        loops = {"fit_loop": {"epoch_progress": {"total": {"completed": 2**63 - 1}}}}
+        return _save({**good, "loops": loops}, path), "= 9223372036854775807 is larger than any count or setting"
     raise ValueError(kind)
 
 
@@ -227,6 +243,12 @@ KINDS = [
     "lightning-version",
     "lr-schedulers",
     "negative-step",
+    "pickle-over-its-cap",
+    "directory-of-20k-entries",
+    "callbacks-keyed-by-number",
+    "no-lightning-version",
+    "lightning-0-version",
+    "counter-past-int64",
 ]
 
 
@@ -479,6 +501,10 @@ def _crafted_training_state(kind: str, checkpoint: dict) -> dict:
         group["lr"] = -0.01
     elif kind == "schedule-a-million-steps-on":
         checkpoint["lr_schedulers"] = [{**checkpoint["lr_schedulers"][0], "last_epoch": 10**6}]
+    elif kind == "nan-exp_avg":  # each value of its kind, and one step makes every weight NaN
+        first["exp_avg"] = torch.full_like(first["exp_avg"], math.nan)
+    elif kind == "invalid-random-state":  # of the right shape and dtype, and no state torch's generator can be in
+        checkpoint["torch_rng_state"] = torch.zeros_like(checkpoint["torch_rng_state"])
     return checkpoint
 
 
@@ -490,6 +516,8 @@ RESUME_KINDS = [
     "3000-deep-list",
     "negative-lr",
     "schedule-a-million-steps-on",
+    "nan-exp_avg",
+    "invalid-random-state",
 ]
 
 
@@ -530,3 +558,24 @@ def test_a_checkpoints_hyperparameters_never_swap_the_classes_of_a_resumed_fit(
     assert "trojan" not in sys.modules
     resumed = torch.load(newest_run(in_tmp / "lightning_logs") / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["hyper_parameters"]["scheduler"]["class_path"] == "torch.optim.lr_scheduler.OneCycleLR"
+
+
+def test_a_resumed_checkpoint_never_makes_fit_remove_a_file_it_did_not_write(
+    with_schedule: Path, data_dir: Path, in_tmp: Path
+) -> None:
+    """Lightning removes the checkpoints a newer one replaces, by the paths in the resumed ModelCheckpoint's state,
+    when its dirpath is this run's: a crafted one names the new run's folder and files outside it."""
+    checkpoint = torch.load(with_schedule, weights_only=True)
+    key = next(k for k in checkpoint["callbacks"] if k.startswith("ModelCheckpoint"))
+    here = "lightning_logs/version_0/checkpoints"  # the folder the resumed fit below claims
+    (in_tmp / "victim_dir").mkdir()
+    (in_tmp / "victim.txt").write_text("kept")
+    outside = {"victim.txt": torch.tensor(-1.0)}
+    state = {**checkpoint["callbacks"][key], "dirpath": here, "last_model_path": f"{here}/../../../victim_dir"}
+    state |= {"best_k_models": {f"{here}/../../../{name}": score for name, score in outside.items()}}
+    state |= {"kth_best_model_path": f"{here}/../../../victim.txt", "kth_value": torch.tensor(-1.0)}
+    crafted = _save({**checkpoint, "callbacks": {**checkpoint["callbacks"], key: state}}, in_tmp / "crafted.ckpt")
+    args = ["fit", "--config", str(TINY), "--config", str(CPU), "--trainer.max_epochs=2", "--ckpt_path", str(crafted)]
+    main([*args, f"--data.data_dir={data_dir}"])
+    assert (in_tmp / "victim.txt").read_text() == "kept" and (in_tmp / "victim_dir").is_dir()
+    assert (in_tmp / here / "last.ckpt").is_file()

@@ -23,7 +23,11 @@ from mnist_lite.network import Classifier
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the project's checkpoints are 0.2-1 MB
 MAX_ENTRIES = 4096
+MAX_DIRECTORY_BYTES = MAX_ENTRIES * 256  # the archive's directory, parsed whole before its entries are counted
+# torch's weights-only reader builds about 200 bytes of objects per byte of pickle; ours are about 9 kB.
+MAX_PICKLE_BYTES = 256 * 1024
 MAX_TENSOR_ELEMENTS = 16 * 1024 * 1024
+MAX_INTEGER = 2**53
 MAX_VALUES = 200_000  # containers and values walked in one checkpoint, aliases counted each time
 DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.bool}
 DTYPES |= {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8}
@@ -77,6 +81,9 @@ def _read_file(path: Path) -> bytes:
 
 def _repacked(data: bytes, path: Path) -> io.BytesIO:
     """The archive's entries, checked, written afresh into an archive that only they are in."""
+    end = data[-22:]
+    if end[:4] == _END_RECORD and int.from_bytes(end[12:16], "little") > MAX_DIRECTORY_BYTES:
+        raise UserError(f"refusing {path}: its archive's directory is larger than {MAX_ENTRIES:,} entries take.")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
@@ -84,6 +91,8 @@ def _repacked(data: bytes, path: Path) -> io.BytesIO:
             raise UserError(
                 f"refusing {path}: {len(entries):,} archive entries, more than the {MAX_ENTRIES:,} accepted."
             )
+        if any(e.filename.endswith("/data.pkl") and e.file_size > MAX_PICKLE_BYTES for e in entries):
+            raise UserError(f"refusing {path}: its pickle is over {MAX_PICKLE_BYTES // 1024} KiB; ours are about 9 kB.")
         if any("/code/" in e.filename or e.filename.endswith("/constants.pkl") for e in entries):
             raise UserError(f"{path} is a TorchScript export, not a checkpoint: pass the .ckpt it was exported from.")
         if problem := _layout_problem(data, entries):
@@ -153,9 +162,13 @@ def _check_fields(checkpoint: Any, path: Path) -> None:
     for key in ("epoch", "global_step"):
         if checkpoint.get(key, 0) < 0:
             raise UserError(f"refusing {path}: field {key} = {checkpoint[key]} is negative.")
-    version = checkpoint.get("pytorch-lightning_version", "2.0.0")
-    if not _VERSION.match(version):
-        raise UserError(f"refusing {path}: field pytorch-lightning_version = {shown(version)} is not a version.")
+    version = checkpoint.get("pytorch-lightning_version", "")
+    if not _VERSION.match(version) or int(version.split(".")[0]) < 2:  # Lightning migrates older layouts blindly
+        raise UserError(
+            f"refusing {path}: field pytorch-lightning_version = {shown(version)} is not a version of Lightning 2."
+        )
+    if not all(isinstance(k, str) and isinstance(v, dict) for k, v in checkpoint.get("callbacks", {}).items()):
+        raise UserError(f"refusing {path}: field callbacks is not a mapping of names to states.")
     for key in ("optimizer_states", "lr_schedulers"):
         if not all(isinstance(item, dict) for item in checkpoint.get(key, [])):
             raise UserError(f"refusing {path}: field {key} is not a list of mappings.")
@@ -167,7 +180,8 @@ def _check_fields(checkpoint: Any, path: Path) -> None:
 
 
 def _tensors(value: Any, path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor in the checkpoint with where it is, walking at most MAX_VALUES containers and values."""
+    """Every tensor in the checkpoint with where it is, walking at most MAX_VALUES containers and values, each
+    integer a count or a setting (Lightning adds to its counters, as 64-bit integers)."""
     stack: list[tuple[str, Any]] = [("", value)]
     walked = 0
     while stack:
@@ -177,6 +191,8 @@ def _tensors(value: Any, path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             raise UserError(f"refusing {path}: it holds more than {MAX_VALUES:,} values.")
         if isinstance(item, torch.Tensor):
             yield where, item
+        elif isinstance(item, int) and abs(item) > MAX_INTEGER:
+            raise UserError(f"refusing {path}: {where[:200]} = {shown(item)} is larger than any count or setting.")
         elif isinstance(item, dict):
             keys = ((k if isinstance(k, str) and len(k) <= 80 else shown(k), v) for k, v in item.items())
             stack.extend((f"{where}.{k}" if where else k, v) for k, v in keys)

@@ -169,12 +169,12 @@ class MNISTClassifier(Classifier, LightningModule):
             for c in trainer.callbacks
             if c.state_key in saved
         ]
-        with resume.guard(path, "training progress"):
+        with resume.guard(path, "training progress or random state"):
             for where, found, expected in states:
                 if difference := resume.layout_difference(found, expected, where):
                     raise UserError(f"refusing {path}: {difference}; it cannot resume this run.")
-        if "torch_rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["torch_rng_state"])
+            if "torch_rng_state" in checkpoint:  # torch checks the generator's state as it sets it
+                torch.set_rng_state(checkpoint["torch_rng_state"])
         self._restored = checkpoint
 
     def configure_optimizers(self):

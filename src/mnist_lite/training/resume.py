@@ -43,6 +43,8 @@ def try_optimization(path: str | Path, checkpoint: dict[str, Any], build: Callab
             for p in group["params"]:
                 p.grad = torch.zeros_like(p)
         optimizer.step()
+        if not all(torch.isfinite(p).all() for group in optimizer.param_groups for p in group["params"]):
+            raise ValueError("one step with it makes the weights NaN or inf")
     if scheduler is None:
         return
     with guard(path, "schedule state"):
