@@ -244,6 +244,11 @@ PLANTED_IN_RUNS = {  # case: (file, what replaces it, the columns that become un
     "val-acc-abc": ("metrics.csv", lambda p: p.write_text("epoch,step,val_acc\n0,9,abc\n"), METRICS_COLUMNS),
     "a-folder-named-config": ("config.yaml", Path.mkdir, CONFIG_COLUMNS),
     "config-5000-deep": ("config.yaml", _write_deep_yaml, {"resumed"}),  # its first line, the command, still reads
+    "epoch-of-400-digits": (
+        "metrics.csv",
+        lambda p: p.write_text(f"epoch,step,val_acc\n{'9' * 400},9,0.5\n"),
+        METRICS_COLUMNS,
+    ),
 }
 
 
@@ -276,9 +281,9 @@ def test_runs_lists_a_run_whose_files_are_hostile_as_unreadable_cells(case: str,
         assert cells[str(bad)]["test_acc"] == "0.7500"
 
 
-def test_a_checkpoint_name_that_holds_no_number_is_never_the_best(tmp_path: Path) -> None:
+def test_a_checkpoint_name_that_holds_no_accuracy_is_never_the_best(tmp_path: Path) -> None:
     checkpoints = _run(tmp_path) / "checkpoints"
-    for name in ("best-epoch=0-val_acc=0.9000.ckpt", "x-val_acc=1.2.3.ckpt", "y-val_acc=..ckpt"):
+    for name in ("best-epoch=0-val_acc=0.9000.ckpt", "x-val_acc=1.2.3.ckpt", "y-val_acc=..ckpt", "w-val_acc=9.ckpt"):
         (checkpoints / name).write_bytes(b"")
     os.mkfifo(checkpoints / "z-val_acc=0.9900.ckpt")  # not a regular file: not a checkpoint either
     assert runs.resolve_checkpoint("best", tmp_path) == checkpoints / "best-epoch=0-val_acc=0.9000.ckpt"
@@ -322,6 +327,10 @@ PLANTED_IN_CURVES = {  # case: (file, what replaces it, what curves says; None: 
     "val-acc-abc": ("metrics.csv", lambda p: p.write_text("step,val_acc\n9,abc\n"), "line 2: could not convert"),
     "step-1.5": ("metrics.csv", lambda p: p.write_text("step,val_acc\n1.5,0.9\n"), "line 2: invalid literal"),
     "config-5000-deep": ("config.yaml", _write_deep_yaml, None),
+    "step-of-4000-digits": ("metrics.csv", lambda p: p.write_text(f"step,val_acc\n{'9' * 4000},0.9\n"), "a run logs"),
+    "loss-of-1e308": ("metrics.csv", lambda p: p.write_text("step,train_loss\n1,1e308\n2,-1e308\n"), "a run logs"),
+    "config-resumes-a-name-too-long": ("config.yaml", lambda p: p.write_text(f"ckpt_path: {'a' * 5000}\n"), None),
+    "metrics-header-only": ("metrics.csv", lambda p: p.write_text("step,val_acc\n"), "holds no metrics yet"),
 }
 
 
@@ -336,6 +345,10 @@ def test_curves_of_a_run_with_hostile_files_draws_or_says_why_in_a_line(case: st
         assert capsys.readouterr().out == f"Wrote {folder / 'learning_curves.png'}\n"
     else:
         assert message in fails(["curves", "--log_dir", str(folder)], capsys, max_lines=1)
+
+
+def test_curves_of_a_folder_that_is_not_there_says_so(in_tmp: Path, capsys) -> None:
+    assert "--log_dir nowhere is not a folder" in fails(["curves", "--log_dir", "nowhere"], capsys)
 
 
 def test_curves_replaces_a_link_at_its_output_and_never_writes_through_it(in_tmp: Path, capsys) -> None:

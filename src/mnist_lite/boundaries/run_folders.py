@@ -5,7 +5,6 @@ is ``unreadable`` (one bad folder never fails a listing); a name that does not p
 
 import csv
 import io
-import math
 import os
 import re
 import shlex
@@ -22,9 +21,10 @@ from mnist_lite.errors import UserError
 
 LOG_ROOT = Path("lightning_logs")
 CONFIG_HEADER = "# mnist-lite "  # the first line of every run's config.yaml: the command that made the run
-_SCORE = re.compile(r"val_acc=(\d+(?:\.\d+)?)(?:-v\d+)?\.ckpt$")  # a number: 1.2.3 is no score
+_SCORE = re.compile(r"val_acc=(0(?:\.\d+)?|1(?:\.0+)?)(?:-v\d+)?\.ckpt$")  # an accuracy: 1.2.3 or 9 is no score
 MAX_CONFIG_BYTES = 1_000_000  # a run's config.yaml is a few kB
 MAX_METRICS_BYTES = 16_000_000  # a metrics.csv of 100 epochs logged at every step is about 8 MB
+MAX_METRIC = 1e15  # far above any step, count, loss or accuracy; a plot's axis breaks near float's own limit
 MAX_HISTORY = 10  # runs followed back through their resumes: each may hold a metrics.csv of MAX_METRICS_BYTES
 UNREADABLE = "unreadable"  # the cell of a value its file does not give
 CKPT_HELP = (
@@ -116,9 +116,9 @@ def history(folder: Path) -> list[Path]:
     while len(chain) < MAX_HISTORY:
         try:
             parent = resumed_from(chain[-1])
-        except (OSError, Unreadable):
-            break
-        if parent is None or not parent.is_dir() or os.path.realpath(parent) in map(os.path.realpath, chain):
+            if parent is None or not parent.is_dir() or os.path.realpath(parent) in map(os.path.realpath, chain):
+                break
+        except (OSError, Unreadable):  # a name too long for the filesystem among them
             break
         chain.append(parent)
     return chain[::-1]
@@ -137,8 +137,8 @@ def metric_rows(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, floa
 
 def _number(key: str, cell: str) -> float:
     value = int(cell) if key in ("step", "epoch") else float(cell)
-    if not math.isfinite(value):
-        raise ValueError(f"{key} {cell!r} is not a number")
+    if not abs(value) < MAX_METRIC:  # NaN too; an exact comparison, where math would overflow on a long integer
+        raise ValueError(f"{key} {cell[:20]!r} is not a number a run logs")
     return value
 
 

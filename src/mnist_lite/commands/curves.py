@@ -19,6 +19,8 @@ def curves(log_dir: str, output: str | None = None) -> None:
     from mnist_lite.training import figures  # matplotlib: only for the commands that draw
 
     folder = Path(log_dir)
+    if not folder.is_dir():
+        raise UserError(f"--log_dir {files.printable(folder)} is not a folder: pass a run (see mnist-lite runs).")
     rows: list[dict[str, float]] = []
     resumed_at: list[float] = []
     for run in reversed(runs.history(folder)):  # newest first: each older run up to where the newer one went on
@@ -32,6 +34,8 @@ def curves(log_dir: str, output: str | None = None) -> None:
             resumed_at.append(rows[0]["step"])
             older = [row for row in older if row["step"] < rows[0]["step"]]
         rows = older + rows
+    if not rows:
+        raise UserError(f"{files.printable(folder / 'metrics.csv')} holds no metrics yet: nothing to draw.")
     fig = figures.learning_curves(rows, _label_smoothing(folder), resumed_at)
     print(f"Wrote {files.printable(figures.save(fig, output or folder / 'learning_curves.png'))}")
 
