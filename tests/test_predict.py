@@ -131,7 +131,32 @@ def test_broken_files_are_reported_and_the_run_goes_on(tiny_checkpoint: Path, in
 def test_nothing_readable_exits_non_zero(tiny_checkpoint: Path, in_tmp: Path, capsys) -> None:
     (in_tmp / "bad.png").write_bytes(b"\x89PNG broken")
     err = fails(predict_args(tiny_checkpoint, "bad.png"), capsys)
-    assert "none of the 1 inputs could be read" in err
+    assert "none of the 1 inputs could be read (the first, bad.png: unreadable" in err, err
+
+
+def test_a_file_name_that_is_not_utf8_is_a_row_with_its_bytes_escaped(
+    tiny_checkpoint: Path, in_tmp: Path, capsys
+) -> None:
+    (in_tmp / "digits").mkdir()
+    seven = (EXAMPLES / "7_dark_on_light_120x160.png").read_bytes()
+    (in_tmp / "digits" / os.fsdecode(b"seven\xff.png")).write_bytes(seven)
+    main(predict_args(tiny_checkpoint, "digits", "--predictions.output=out.csv"))
+    assert [row["path"] for row in csv_rows(in_tmp / "out.csv")] == ["digits/seven\\udcff.png"]
+
+
+def test_a_link_to_itself_is_an_error_row_and_the_rest_of_its_folder_is_read(tmp_path: Path) -> None:
+    (tmp_path / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    dataset = DigitFiles(tmp_path)
+    _, sources = dataset.__getitems__([0, 1])
+    errors = {Path(path).name: error for path, _, error in sources}
+    assert "symbolic links" in errors["loop.png"] and errors["seven.png"] == ""
+
+
+def test_a_fifo_given_as_the_input_is_an_error_row_not_a_missing_path(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.png")
+    _, sources = DigitFiles(tmp_path / "fifo.png").__getitems__([0])
+    assert "is a FIFO, not a regular file" in sources[0][2]
 
 
 @pytest.mark.parametrize(("target", "expected"), [("empty", "the folder is empty"), ("missing", "does not exist")])

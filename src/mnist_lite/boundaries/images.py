@@ -28,10 +28,10 @@ def find_inputs(path: str | Path) -> list[Path]:
     """``path`` itself, or every non-hidden file below the folder, sorted: walked without recursion (a folder nested
     thousands deep is no error) and without following links to folders (no loops)."""
     path = Path(path)
-    if path.is_file():
-        return [path]
     if not path.is_dir():
-        raise UserError(f"{files.printable(path)} does not exist: pass an image file or a folder of images.")
+        if not (path.exists() or path.is_symlink()):
+            raise UserError(f"{files.printable(path)} does not exist: pass an image file or a folder of images.")
+        return [path]  # a file, or what its row says cannot be read: a FIFO, a device, a link to nothing
     found: list[Path] = []
     folders = [path]
     while folders:
@@ -39,10 +39,17 @@ def find_inputs(path: str | Path) -> list[Path]:
             with os.scandir(folders.pop()) as entries:
                 visible = [entry for entry in entries if not entry.name.startswith(".")]
             folders += [Path(entry.path) for entry in visible if entry.is_dir(follow_symlinks=False)]
-            found += [Path(entry.path) for entry in visible if entry.is_file()]
+            found += [Path(entry.path) for entry in visible if _is_file(entry)]
         except OSError:  # a folder that cannot be listed is skipped
             continue
     return sorted(found)
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a link to itself: listed, and its row says why it cannot be read
+        return True
 
 
 def is_array(path: Path) -> bool:

@@ -151,7 +151,8 @@ class MnistLiteCLI(LightningCLI):
     def after_predict(self) -> None:
         writer = next(c for c in self.trainer.callbacks if isinstance(c, CSVPredictionWriter))
         if writer.read == 0:
-            raise UserError(f"none of the {writer.failed} inputs could be read; {writer.path} lists why.")
+            first = "".join(f" (the first, {name}: {why})" for name, why in writer.failures[:1])
+            raise UserError(f"none of the {writer.failed} inputs could be read{first}; {writer.path} lists each.")
         if self.trainer.is_global_zero:
             print(writer.summary())
 

@@ -49,7 +49,8 @@ class CSVPredictionWriter(BasePredictionWriter):
             raw = files.open_for_writing(self.path)
         except OSError as e:
             raise UserError(f"cannot write predictions to {self.path}: {e.strerror or e}.") from None
-        self.file = io.TextIOWrapper(raw, newline="", encoding="utf-8")  # closed in on_predict_end
+        # A file name that is not UTF-8 is written with its bytes escaped. Closed in on_predict_end.
+        self.file = io.TextIOWrapper(raw, newline="", encoding="utf-8", errors="backslashreplace")
         self.csv = csv.writer(self.file)
         self.read, self.failed, self.first, self.digits, self.failures = 0, 0, [], Counter(), []
         self._write([HEADER])
