@@ -343,6 +343,20 @@ def test_a_16_bit_png_reads_like_its_8_bit_twin(mnist_digit: torch.Tensor, tmp_p
     assert torch.allclose(read_image(sixteen, None), read_image(eight, None))
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_photo_stored_sideways_with_its_exif_turn_is_read_upright(
+    suffix: str, mnist_digit: torch.Tensor, tmp_path: Path
+) -> None:
+    upright = np.ascontiguousarray(np.repeat(np.repeat(mnist_digit.numpy(), 4, 0), 4, 1))  # 112x112
+    turned = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))  # as the sensor saw it
+    exif = turned.getexif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to show
+    turned.save(tmp_path / f"turned{suffix}", exif=exif.tobytes(), quality=95)
+    Image.fromarray(upright).save(tmp_path / f"upright{suffix}", quality=95)
+    read = [to_mnist(read_image(tmp_path / f"{name}{suffix}", None)).float() for name in ("turned", "upright")]
+    assert (read[0] - read[1]).abs().mean() < 3  # of 255: the same digit, up to the JPEG's noise
+
+
 def test_a_file_swapped_for_a_fifo_after_listing_is_an_error_row(tmp_path: Path) -> None:
     (tmp_path / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
     (tmp_path / "late.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())

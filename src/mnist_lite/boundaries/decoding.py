@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 4096 * 4096  # refused from the header (PIL's own check, at this limit), before anything is decoded
 WORKING_SIDE = 1024  # larger pictures are reduced as they are decoded (a JPEG by its decoder): big photos stay fast
@@ -206,7 +206,8 @@ def pixels_of(data: bytes) -> np.ndarray:
             if img.format == "JPEG":
                 img.draft("L", (WORKING_SIDE, WORKING_SIDE))  # the decoder scales down by up to 8 as it goes
             factor = -(-max(img.size) // WORKING_SIDE)
-            return _grey(img.reduce(factor) if factor > 1 else img)
+            upright = ImageOps.exif_transpose(img.reduce(factor) if factor > 1 else img, in_place=False)
+            return _grey(upright)  # a phone stores a photo as its sensor saw it, and the turn in its EXIF
     except Image.DecompressionBombError as e:
         raise TooCostly(str(e)) from None
     except UnidentifiedImageError:
