@@ -158,6 +158,13 @@ MALFORMED_SPACES = {
     "text bound": ({"data.batch_size": {"low": "a", "high": 64}}, "must be finite numbers"),
     "not a mapping": ("- a\n- b\n", "must map config keys to distributions"),
     "not yaml": ("a: [b\n", "is not valid YAML"),
+    "nested 20,000 deep": ("a: " + "[" * 20_000 + "]" * 20_000 + "\n", "is not valid YAML"),
+    "aliases that expand to a billion": (
+        "a: &a [0]\n"
+        + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefghi", "bcdefghij"))
+        + "data.batch_size: {choices: [*j]}\n",
+        "through its aliases",
+    ),
 }
 
 
@@ -182,6 +189,11 @@ def test_a_malformed_space_names_its_file_key_and_problem_in_one_line(case: str,
     if isinstance(content, dict):  # a key's problem names the key
         assert f": {next(iter(content))}: " in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_a_bound_written_as_1e_minus_4_is_a_number(tmp_path: Path) -> None:
+    space = _write(tmp_path / "space.yaml", "model.optimizer.init_args.lr: {low: 1e-4, high: 1e-2, log: true}\n")
+    assert search_space.load(space)[0].distribution.low == 1e-4  # PyYAML's safe_load reads 1e-4 as text
 
 
 def test_a_missing_space_file_is_one_line(base: list[str], in_tmp: Path, capsys) -> None:

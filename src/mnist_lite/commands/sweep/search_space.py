@@ -9,9 +9,10 @@ from typing import Any
 
 import optuna
 import yaml
+from jsonargparse import get_loader
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from mnist_lite.boundaries import files
+from mnist_lite.boundaries import config_limits, files
 from mnist_lite.errors import UserError, first_line
 
 MAX_SPACE_BYTES = 100_000  # a space someone wrote is a few hundred bytes
@@ -48,8 +49,9 @@ class Dimension:
 def load(path: str | Path) -> list[Dimension]:
     """Read and check a space file; every problem is one line naming the file and the key."""
     path = Path(path)
+    config_limits.install()  # a space is read as configs are: bounded, and 1e-4 is a number (not YAML 1.1's text)
     try:
-        raw = yaml.safe_load(files.read_bytes(path, MAX_SPACE_BYTES))
+        raw = get_loader("yaml")(files.read_bytes(path, MAX_SPACE_BYTES).decode(errors="replace"))
     except OSError as e:
         raise UserError(f"--space {path}: {e.strerror or e}.") from None
     except ValueError as e:  # over the size limit
