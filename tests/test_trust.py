@@ -335,6 +335,18 @@ def test_every_entry_point_refuses_in_one_line_and_writes_nothing(
     assert sorted(p.name for p in in_tmp.iterdir()) == ["hostile.ckpt"]
 
 
+@pytest.mark.parametrize("init_args", [{"hidden": "abc"}, {1: 2}, {"channels": []}], ids=["text", "int-key", "empty"])
+def test_network_settings_no_network_takes_are_the_checkpoints_fault_not_the_command_lines(
+    init_args: dict, good: dict, data_dir: Path, in_tmp: Path, capsys
+) -> None:
+    net = {"class_path": "mnist_lite.network.CompactCNN", "init_args": init_args}
+    path = _save({**good, "hyper_parameters": {**good["hyper_parameters"], "net": net}}, in_tmp / "odd.ckpt")
+    with pytest.raises(SystemExit) as exit:
+        main(["validate", "--ckpt_path", str(path), f"--data.data_dir={data_dir}"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 1 and f"refusing {path}: its network settings" in err and "--help" not in err, err
+
+
 def test_a_fit_that_starts_from_a_hostile_checkpoint_refuses_it_in_one_line(good: dict, in_tmp: Path) -> None:
     path = _save({**good, "payload": _WritesMarker(in_tmp / "marker")}, in_tmp / "hostile.ckpt")
     with pytest.raises(UserError, match=r"^StartFrom\.weights: refusing .*it holds more than tensors[^\n]*$"):

@@ -42,7 +42,7 @@ def network_spec(checkpoint: dict[str, Any], path: str | Path, trusted: Iterable
         raise _refused(path, "net.init_args", init_args, "is not a mapping")
     for name, value in init_args.items():
         _check_plain(f"net.init_args.{name}", value, path)
-    return spec
+    return {"class_path": spec["class_path"], "init_args": init_args}
 
 
 def _check_plain(key: str, value: Any, path: str | Path) -> None:

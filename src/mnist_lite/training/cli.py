@@ -81,12 +81,12 @@ class MnistLiteCLI(LightningCLI):
         path = runs.resolve_checkpoint(given, _log_root(self.config[subcommand]))
         checkpoint = checkpoints.read(path)
         net = self.config[subcommand].model.get("net")
+        spec = net.as_dict() if isinstance(net, Namespace) else None
         if subcommand != "fit":  # an evaluation rebuilds the checkpoint's network; a resumed fit keeps the config's
-            trusted = [net.class_path] if isinstance(net, Namespace) else []
-            if spec := network_spec.network_spec(checkpoint, path, trusted):
-                self.config = self.parser.parse_object({subcommand: {"model": {"net": spec}}}, self.config)
-                net = self.config[subcommand].model.get("net")
-        network_spec.check_network(net.as_dict() if isinstance(net, Namespace) else None, checkpoint, path)
+            spec = network_spec.network_spec(checkpoint, path, [spec["class_path"]] if spec else []) or spec
+        network_spec.check_network(spec, checkpoint, path)  # before the parser, whose errors blame the command line
+        if subcommand != "fit" and spec is not None:
+            self.config = self.parser.parse_object({subcommand: {"model": {"net": spec}}}, self.config)
         self.config[subcommand].ckpt_path = None
         checkpoints.announce(path, checkpoint)
         self.checkpoint = (path, checkpoint)
