@@ -326,6 +326,35 @@ def test_a_bad_key_is_named_in_full_with_the_nearest_name_or_its_value_and_type(
     assert not re.search(r"NestedArg|Namespace\(|\{'init_args'|Parser key|class_path '", err), err
 
 
+@pytest.mark.parametrize(
+    ("args", "config", "expected"),
+    [
+        (
+            ["configs/cpu.yaml"],
+            None,
+            "unexpected 'configs/cpu.yaml': each value follows its option (--KEY VALUE). "
+            "Did you mean --config configs/cpu.yaml?",
+        ),
+        (
+            ["--config", "bad.yaml"],
+            "model:\n\tlabel_smoothing: 0.1\n",
+            "a config is not valid YAML: found character "
+            "that cannot start any token at line 2, column 1 (a tab? YAML indents with spaces).",
+        ),
+        (
+            ["--config", "bad.yaml"],
+            "model:\n  a: 1\n b: 2\n",
+            "not valid YAML: did not find expected key at line 3, column 2.",
+        ),
+    ],
+    ids=["config-without-its-option", "tab", "indentation"],
+)
+def test_the_commonest_first_mistakes_say_what_to_type(args, config, expected, in_tmp: Path, capsys) -> None:
+    if config is not None:
+        _write(in_tmp / "bad.yaml", config)
+    assert expected in fails(["fit", *args], capsys)
+
+
 def test_print_config_names_a_bad_key_in_full_and_points_at_its_subcommands_help(in_tmp: Path, capsys) -> None:
     """--print_config's errors are raised by the top parser: still the full key, and fit's --help."""
     bad = _write(in_tmp / "bad.yaml", "model:\n  bogus: 1\n")

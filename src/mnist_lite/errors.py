@@ -69,7 +69,7 @@ def concise(message: str, options: list[str] | None = None) -> str:
     denied = re.search(r"Importing '([^']+)' is not allowed, denied by the '([^']+)' entry", message)
     unknown = re.search(
         r"Option '(\w+)' is not accepted|(?:Group '([\w.]+)' )?does not accept option '([\w.]+)'|"
-        r"unrecognized arguments: -*([\w.]+)",
+        r"unrecognized arguments: (\S+)",
         message,
     )
     kinds = [a or b for a, b in re.findall(r"Expected a <class '(\w+)'>|Not of type (\w+)", message) if a != "NoneType"]
@@ -85,8 +85,12 @@ def concise(message: str, options: list[str] | None = None) -> str:
                 "that does (as --config configs/cpu.yaml --config configs/gpu.yaml)."
             )
         return f"{key} is not a parameter of {class_path}; {_nearest(unknown.group(1), _parameters(class_path))}"
+    if unknown and unknown.group(4) and not unknown.group(4).startswith("-"):  # a value without its option
+        word = unknown.group(4)
+        hint = f" Did you mean --config {word}?" if word.endswith((".yaml", ".yml")) else ""
+        return f"unexpected {word!r}: each value follows its option (--KEY VALUE).{hint}"
     if unknown:
-        key = ".".join(filter(None, unknown.group(2, 3))) or unknown.group(4)  # a group's is given apart
+        key = ".".join(filter(None, unknown.group(2, 3))) or unknown.group(4).lstrip("-").split("=")[0]
         parent, _, name = key.rpartition(".")
         names = {o.rpartition(".")[2]: "" for o in options or () if o.rpartition(".")[0] == parent}
         return f"{key} is not an option; {_nearest(name, names, f'{parent}.')}" if names else f"{key} is not an option."
@@ -97,6 +101,11 @@ def concise(message: str, options: list[str] | None = None) -> str:
         expected = " or ".join(f"{'an' if k[0] in 'aeiouAEIOU' else 'a'} {k}" for k in dict.fromkeys(kinds))
         return f"{prefix}: {values[0]!r} is not {expected}."
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    marks = re.findall(r"line (\d+), column (\d+)", message)  # where the YAML parser was, then what it found
+    if message.startswith("Problems parsing config") and marks:
+        cause = [line for line in lines[1:] if not line.startswith("in ")][-1:] or ["it does not parse"]
+        tab = " (a tab? YAML indents with spaces)" if "cannot start any token" in cause[0] else ""
+        return f"a config is not valid YAML: {cause[0]} at line {marks[-1][0]}, column {marks[-1][1]}{tab}."
     specific = [line for line in lines[1:] if re.search(r"not allowed|has no attribute|is not expected|subclass", line)]
     return " ".join(lines) if len(lines) <= 2 else f"{lines[0]} {specific[-1] if specific else lines[-1]}"
 
