@@ -373,6 +373,23 @@ def test_a_body_that_takes_too_long_is_a_408(model, monkeypatch: pytest.MonkeyPa
     assert replies[0]["status"] == 408
 
 
+@pytest.mark.parametrize("kind", STREAM_HEADS)
+def test_a_client_that_leaves_mid_body_costs_no_traceback(model, kind: str) -> None:
+    app, replies = server.create_app(model, "x.ckpt"), []
+    content_type, head = STREAM_HEADS[kind]
+    messages = iter([{"type": "http.request", "body": head, "more_body": True}, {"type": "http.disconnect"}])
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        replies.append(message)
+
+    scope = _post_scope([(b"content-type", content_type), (b"transfer-encoding", b"chunked")])
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=30))  # raised ClientDisconnect: a logged 500
+    assert replies[0]["status"] == 400
+
+
 @pytest.mark.parametrize("host", ["", "0", "*"])
 def test_serve_refuses_a_host_that_is_no_address(host: str, tiny_checkpoint: Path, capsys) -> None:
     err = fails(["serve", "--ckpt_path", str(tiny_checkpoint), "--host", host], capsys)

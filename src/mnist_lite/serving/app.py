@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from mnist_lite.boundaries import checkpoints, decoding
 from mnist_lite.boundaries.images import as_tensor, to_mnist
@@ -69,7 +70,10 @@ def create_app(
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
-        sent, several = await pictures(request)
+        try:
+            sent, several = await pictures(request)
+        except ClientDisconnect:  # it left before its body arrived: nobody to answer, and no error of ours to log
+            return Response(status_code=400)
         try:
             answers = await anyio.to_thread.run_sync(functools.partial(read_digits, model, sent), limiter=one_at_a_time)
         except Refused:
