@@ -346,8 +346,15 @@ def test_a_bad_key_is_named_in_full_with_the_nearest_name_or_its_value_and_type(
             "model:\n  a: 1\n b: 2\n",
             "not valid YAML: did not find expected key at line 3, column 2.",
         ),
+        (["--cfg", "configs/cpu.yaml"], None, "cfg is not an option; did you mean '--config'?"),
+        (
+            ["--config", "bad.yaml"],
+            "max_epochs: 3\n",
+            "max_epochs is not an option; did you mean 'trainer.max_epochs'?",
+        ),
+        (["--config", "bad.yaml"], "optimizer:\n  lr: 0.1\n", "did you mean 'model.optimizer.lr'?"),
     ],
-    ids=["config-without-its-option", "tab", "indentation"],
+    ids=["config-without-its-option", "tab", "indentation", "short-option", "outside-its-group", "group-at-the-top"],
 )
 def test_the_commonest_first_mistakes_say_what_to_type(args, config, expected, in_tmp: Path, capsys) -> None:
     if config is not None:

@@ -49,8 +49,8 @@ class ConciseErrors:
         if (subcommands := getattr(parser, "subcommands", None)) and len(subcommands.choices) == 1:
             parser = next(iter(subcommands.choices.values()))  # --print_config's errors come from the top parser
         prog = parser.prog.replace(" [options]", "")
-        try:  # the dotted keys it takes (a Namespace's keys(), not its top level), for "did you mean"
-            options = [key for key in parser.get_defaults().keys() if "." in key]  # type: ignore[union-attr]  # noqa: SIM118
+        try:  # every key it takes, dotted (a Namespace's keys()), for "did you mean"
+            options = list(parser.get_defaults().keys())  # type: ignore[union-attr]
         except Exception:  # a default that cannot be built: no suggestion, the message still stands
             options = []
         sys.stderr.write(f"{prog}: error: {concise(message, options)}\nSee '{prog} --help' for the accepted options.\n")
@@ -93,6 +93,13 @@ def concise(message: str, options: list[str] | None = None) -> str:
         key = ".".join(filter(None, unknown.group(2, 3))) or unknown.group(4).lstrip("-").split("=")[0]
         parent, _, name = key.rpartition(".")
         names = {o.rpartition(".")[2]: "" for o in options or () if o.rpartition(".")[0] == parent}
+        # A key written outside its group (max_epochs, optimizer.lr): the key that holds it there.
+        nested = [o[:i] + key for o in options or () if (i := f".{o}.".find(f".{parent or key}.")) > 0]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6) if not parent else []  # --ckpt, --cfg
+        if close or (nested and not (parent and names)):
+            return f"{key} is not an option; did you mean '{f'--{close[0]}' if close else nested[0]}'?"
+        if not parent:  # the top level: its groups (trainer, model, ...) are not among the keys to list
+            return f"{key} is not an option."
         return f"{key} is not an option; {_nearest(name, names, f'{parent}.')}" if names else f"{key} is not an option."
     if denied:
         where = f"{prefix}: " if keys else ""
