@@ -13,8 +13,9 @@ class DigitNet(nn.Module):
 
 
 class CompactCNN(DigitNet):
-    """Two 3x3 conv blocks (conv, BatchNorm, ReLU, 2x2 max-pool), then a small MLP head; with the defaults the
-    assignment's network, 13,266 parameters.
+    """The assignment's network with the defaults (13,266 parameters): two conv blocks, then a small MLP head.
+
+    Each block is a 3x3 conv, BatchNorm, ReLU and a 2x2 max-pool.
 
     Args:
         channels: the two conv blocks' widths.
@@ -44,9 +45,10 @@ class CompactCNN(DigitNet):
 
 
 class OneEpochCNN(DigitNet):
-    """Four 3x3 conv blocks (conv, BatchNorm, ReLU) on the image folded into 4 channels of 14x14 (every pixel kept,
-    a quarter the cost), max-pooled to 7x7 and 3x3, then one linear read-out: 19,786 parameters, for accuracy after
-    one epoch (configs/one_epoch.yaml).
+    """Four conv blocks and a linear read-out, for accuracy after one epoch (configs/one_epoch.yaml): 19,786 parameters.
+
+    Each block is a 3x3 conv, BatchNorm and ReLU, on the image folded into 4 channels of 14x14 (every pixel kept, a
+    quarter the cost), max-pooled to 7x7 and 3x3.
 
     Args:
         widths: the four conv blocks' widths.

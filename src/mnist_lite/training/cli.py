@@ -296,5 +296,5 @@ def _stopped(args: list[str], keeper: KeepOnStop) -> NoReturn:
 def _misconfiguration(message: str) -> str:
     first = message.strip().splitlines()[0] if message.strip() else "invalid trainer setting"
     if "gpu" in first.lower() or "cuda" in first.lower():
-        return f"{first} This machine has no usable GPU: leave out configs/gpu.yaml, or pass --trainer.accelerator=cpu."
+        return f"{first} This machine has no usable GPU: pass --trainer.accelerator=cpu, or leave out configs/gpu.yaml."
     return first
