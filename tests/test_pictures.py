@@ -107,7 +107,9 @@ def test_curves_of_a_resumed_run_draw_the_whole_history_once(data_dir: Path, in_
 
 
 def test_curves_without_a_log_is_a_clear_error(in_tmp: Path, capsys) -> None:
-    assert "nowhere/metrics.csv does not exist" in fails(["curves", "--log_dir", "nowhere"], capsys)
+    assert "--log_dir nowhere is not a folder" in fails(["curves", "--log_dir", "nowhere"], capsys)
+    (in_tmp / "empty").mkdir()
+    assert "empty/metrics.csv does not exist" in fails(["curves", "--log_dir", "empty"], capsys)
 
 
 def test_curves_of_a_tensorboard_run_says_what_to_use(in_tmp: Path, capsys) -> None:

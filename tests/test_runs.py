@@ -347,10 +347,6 @@ def test_curves_of_a_run_with_hostile_files_draws_or_says_why_in_a_line(case: st
         assert message in fails(["curves", "--log_dir", str(folder)], capsys, max_lines=1)
 
 
-def test_curves_of_a_folder_that_is_not_there_says_so(in_tmp: Path, capsys) -> None:
-    assert "--log_dir nowhere is not a folder" in fails(["curves", "--log_dir", "nowhere"], capsys)
-
-
 def test_curves_replaces_a_link_at_its_output_and_never_writes_through_it(in_tmp: Path, capsys) -> None:
     folder = _run(in_tmp)
     victim = in_tmp / "victim.txt"
