@@ -312,8 +312,19 @@ def test_an_option_typo_is_not_taken_as_a_prefix(in_tmp: Path, capsys) -> None:
             "error: model.optimizer.init_args.lrr is not a parameter of torch.optim.AdamW; did you mean 'lr' (float",
         ),
         (["--data.batch_size=abc"], "error: data.batch_size: 'abc' is not a PositiveInt."),
+        (["--trainer.precision=17"], "error: trainer.precision: '17' is not one of"),
     ],
-    ids=["cli-unknown", "yaml-unknown", "cli-type", "yaml-type", "cli-top", "yaml-top", "cli-optimizer", "cli-int"],
+    ids=[
+        "cli-unknown",
+        "yaml-unknown",
+        "cli-type",
+        "yaml-type",
+        "cli-top",
+        "yaml-top",
+        "cli-optimizer",
+        "cli-int",
+        "cli-choice",
+    ],
 )
 def test_a_bad_key_is_named_in_full_with_the_nearest_name_or_its_value_and_type(
     given: list[str] | str, expected: str, in_tmp: Path, capsys

@@ -110,6 +110,9 @@ def test_curves_without_a_log_is_a_clear_error(in_tmp: Path, capsys) -> None:
     assert "--log_dir nowhere is not a folder" in fails(["curves", "--log_dir", "nowhere"], capsys)
     (in_tmp / "empty").mkdir()
     assert "empty/metrics.csv does not exist" in fails(["curves", "--log_dir", "empty"], capsys)
+    (in_tmp / "test").mkdir()  # an evaluation's folder inside a run
+    (in_tmp / "test" / "metrics.csv").write_text("epoch,step,test_acc,test_loss\n0,9,0.5,1.2\n")
+    assert "test/metrics.csv holds no training metrics" in fails(["curves", "--log_dir", "test"], capsys)
 
 
 def test_curves_of_a_tensorboard_run_says_what_to_use(in_tmp: Path, capsys) -> None:

@@ -330,7 +330,7 @@ PLANTED_IN_CURVES = {  # case: (file, what replaces it, what curves says; None: 
     "step-of-4000-digits": ("metrics.csv", lambda p: p.write_text(f"step,val_acc\n{'9' * 4000},0.9\n"), "a run logs"),
     "loss-of-1e308": ("metrics.csv", lambda p: p.write_text("step,train_loss\n1,1e308\n2,-1e308\n"), "a run logs"),
     "config-resumes-a-name-too-long": ("config.yaml", lambda p: p.write_text(f"ckpt_path: {'a' * 5000}\n"), None),
-    "metrics-header-only": ("metrics.csv", lambda p: p.write_text("step,val_acc\n"), "holds no metrics yet"),
+    "metrics-header-only": ("metrics.csv", lambda p: p.write_text("step,val_acc\n"), "holds no training metrics"),
 }
 
 

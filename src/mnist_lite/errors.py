@@ -104,6 +104,9 @@ def concise(message: str, options: list[str] | None = None) -> str:
     if denied:
         where = f"{prefix}: " if keys else ""
         return f"{where}importing {denied[1]!r} is not allowed (the {denied[2]!r} entry of the import-path denylist)."
+    choices = [c for group in re.findall(r"Expected a typing\.Literal\[(.*?)\]", message) for c in group.split(", ")]
+    if choices and values and keys:  # every choice, of each Literal in a Union
+        return f"{prefix}: {values[0]!r} is not one of {', '.join(dict.fromkeys(choices))}."
     if kinds and values and keys:
         expected = " or ".join(f"{'an' if k[0] in 'aeiouAEIOU' else 'a'} {k}" for k in dict.fromkeys(kinds))
         return f"{prefix}: {values[0]!r} is not {expected}."

@@ -30,12 +30,13 @@ def curves(log_dir: str, output: str | None = None) -> None:
             if run != folder:
                 break  # an older run's metrics, missing or unreadable, end the history there
             raise UserError(_missing(folder) if isinstance(e, FileNotFoundError) else f"cannot read {e}.") from None
+        if not older and run == folder:  # no step was logged yet, or an evaluation's folder (test/, validate/)
+            metrics = files.printable(folder / "metrics.csv")
+            raise UserError(f"{metrics} holds no training metrics: pass the folder of a fit (see mnist-lite runs).")
         if rows:
             resumed_at.append(rows[0]["step"])
             older = [row for row in older if row["step"] < rows[0]["step"]]
         rows = older + rows
-    if not rows:
-        raise UserError(f"{files.printable(folder / 'metrics.csv')} holds no metrics yet: nothing to draw.")
     fig = figures.learning_curves(rows, _label_smoothing(folder), resumed_at)
     print(f"Wrote {files.printable(figures.save(fig, output or folder / 'learning_curves.png'))}")
 
