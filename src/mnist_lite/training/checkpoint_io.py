@@ -12,9 +12,8 @@ from mnist_lite.errors import UserError
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Every checkpoint Lightning writes is written atomically, and every one it reads (``--ckpt_path``, SLURM's
-    requeue, a resumed run) goes through ``checkpoints.read``. The checkpoint the CLI has already read and checked
-    is handed over, so the Trainer restores the very bytes that were checked, not the file a second time."""
+    """Every checkpoint Lightning reads (``--ckpt_path``, SLURM's requeue, a resumed run) goes through
+    ``checkpoints.read``; the one the CLI has already checked is handed over: the Trainer restores the bytes checked."""
 
     preloaded: tuple[Path, dict[str, Any]] | None = None  # set by training/cli.py
 

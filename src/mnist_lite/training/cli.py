@@ -34,8 +34,7 @@ from mnist_lite.training.loggers import RunLogger
 from mnist_lite.training.module import MNISTClassifier
 from mnist_lite.training.parser import DENIED_IMPORT_PATHS, DigitTrainer, Parser, ShortHelp
 
-# Lightning's bar redraws after every step; every 20 still looks live (benchmarks/progress_bar.py). A bar in
-# trainer.callbacks overrides it.
+# Lightning's bar redraws after every step; every 20 still looks live (benchmarks/progress_bar.py).
 PROGRESS_REFRESH_STEPS = 20
 # One thread per process: a run's numbers do not depend on the machine's load (benchmarks/threads.py).
 THREADS = 1
@@ -64,9 +63,8 @@ class MnistLiteCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Then ``--ckpt_path`` is read once, strictly (checkpoints.py), and only its network taken, for an
-        evaluation. Lightning would hand its hyperparameters to the parser, which imports what they name: so the
-        path is hidden from Lightning until before_instantiate_classes (tests/test_trust.py)."""
+        """Then ``--ckpt_path`` is read once, strictly, and only its network taken, for an evaluation. It is hidden
+        from Lightning, whose parser would import what its hyperparameters name (tests/test_trust.py)."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         given = self.config[subcommand].get("ckpt_path") if subcommand else None

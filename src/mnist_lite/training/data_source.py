@@ -35,13 +35,11 @@ def prepare(data_dir: str | Path) -> None:
     except OSError as e:
         raise UserError(f"cannot create {raw}: {e.strerror}. Set data.data_dir to a writable folder.") from None
     for name, md5 in MNIST_MD5.items():
-        target = raw / name
-        if check_integrity(str(target), md5):
+        path = raw / name
+        if check_integrity(str(path), md5):
             continue
-        if target.is_file():
-            log.warning(
-                "%s fails its MD5 check (truncated or corrupt): re-extracting it from the bundled copy.", target
-            )
+        if path.is_file():
+            log.warning("%s fails its MD5 check (truncated or corrupt): re-extracting it from the bundled copy.", path)
         try:
             data = gzip.decompress((BUNDLE_DIR / f"{name}.gz").read_bytes())
         except (OSError, EOFError, zlib.error):
@@ -52,9 +50,9 @@ def prepare(data_dir: str | Path) -> None:
                 f"IDX file {name} in {raw}."
             )
         try:  # never a half-written file under the real name, whatever runs extract at the same moment
-            files.write_atomically(data, target)
+            files.write_atomically(data, path)
         except OSError as e:
-            raise UserError(f"cannot write {target}: {e.strerror}. Set data.data_dir to a writable folder.") from None
+            raise UserError(f"cannot write {path}: {e.strerror}. Set data.data_dir to a writable folder.") from None
 
 
 def load(data_dir: str | Path, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

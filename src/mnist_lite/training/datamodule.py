@@ -48,9 +48,8 @@ class InMemoryDigits(Dataset):
 
 
 class EpochShards(DistributedSampler):
-    """This rank's shard of a shuffle that depends only on (seed, epoch), with a state (the epoch, and the samples
-    given in it) that ``StatefulDataLoader`` saves and restores: a run stopped mid-epoch goes on at its next sample.
-    Lightning keeps a DistributedSampler as it is given, on one process or several."""
+    """This rank's shard of a shuffle that depends only on (seed, epoch), with a state that ``StatefulDataLoader``
+    saves: a run stopped mid-epoch goes on at its next sample. Lightning keeps a DistributedSampler as given."""
 
     def __init__(self, dataset: Sized, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
         super().__init__(cast(Dataset, dataset), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
@@ -111,11 +110,8 @@ class MNISTDataModule(LightningDataModule):
         super().__init__()
         if val_size >= TRAIN_SIZE:
             raise UserError(f"data.val_size={val_size} leaves no training images: it must be below {TRAIN_SIZE}.")
-        if batch_size > TRAIN_SIZE - val_size:
-            training = TRAIN_SIZE - val_size
-            raise UserError(
-                f"data.batch_size={batch_size} is more than the {training:,} training images: choose fewer."
-            )
+        if batch_size > (train := TRAIN_SIZE - val_size):
+            raise UserError(f"data.batch_size={batch_size} is more than the {train:,} training images: choose fewer.")
         if own_digits_only and own_digits is None:
             raise UserError("data.own_digits_only needs data.own_digits: the folder of your digits.")
         self.save_hyperparameters()

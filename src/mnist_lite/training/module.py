@@ -22,7 +22,6 @@ from mnist_lite.errors import UserError
 from mnist_lite.network import Classifier, CompactCNN, DigitNet
 from mnist_lite.training import resume
 
-EVAL_STAGES = ("val", "test")
 # Cross-entropy over 10 classes starts near ln 10 = 2.3; a loss this large means logits 1e4 apart: diverged. Checked
 # here, not by Lightning's EarlyStopping(check_finite=True), which ends such a run with status 0 and its checkpoints.
 DIVERGED_LOSS = 1e4
@@ -42,8 +41,6 @@ class MNISTClassifier(Classifier, LightningModule):
     # LightningModule's, which mypy sees as Any (Lightning's imports are skipped); undeclared, they would be typed
     # by nn.Module's __getattr__, Classifier's base, which comes first.
     trainer: Any
-    hparams: Any
-    device: Any
     global_step: Any
     log: Any
     log_dict: Any
@@ -68,15 +65,14 @@ class MNISTClassifier(Classifier, LightningModule):
         self.label_smoothing = label_smoothing
         self._restored: dict[str, Any] | None = None  # the training state of a checkpoint being resumed
         self.metrics = nn.ModuleDict()
-        for stage in EVAL_STAGES:
+        for stage in ("val", "test"):
             self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
             self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         # Training's epoch loss and accuracy as running sums (loss x images, correct, images), summed over the
         # processes at the epoch end: one add a step, cheaper than two torchmetrics updates.
         self.register_buffer("train_totals", torch.zeros(3), persistent=False)
 
-    # Steps only update torchmetrics; the epoch ends log them: each self.log call moves Lightning's result object
-    # to the device.
+    # Steps only update the metrics and the epoch ends log them: each self.log moves Lightning's result to the device.
     def _common_step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
         logits = self(images)

@@ -1,6 +1,7 @@
 """Your own labelled digits: a folder with one subfolder per digit (``0/`` to ``9/``), as torchvision's
 ``ImageFolder`` lays them out, each file read by predict's reader and made MNIST-like (``boundaries.images``)."""
 
+from contextlib import suppress
 from pathlib import Path
 
 import torch
@@ -28,10 +29,8 @@ def read(folder: str | Path) -> tuple[Tensor, Tensor]:
         raise UserError(f"data.own_digits: {shown} needs one subfolder per digit, named 0 to 9{found}.")
     digits: dict[int, DigitFiles] = {}
     for name in named:
-        try:
+        with suppress(UserError):  # an empty subfolder: that digit has no images
             digits[int(name)] = DigitFiles(root / name)
-        except UserError:  # an empty subfolder: that digit has no images
-            continue
     total = sum(len(files) for files in digits.values())
     if not 0 < total <= MAX_IMAGES:
         raise UserError(
