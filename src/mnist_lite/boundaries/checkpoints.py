@@ -1,6 +1,5 @@
-"""Checkpoints are data: the one reader of a ``.ckpt`` file, and the fitted model it holds (no Lightning). A file is
-read once and checked in layers, each before the next costs anything: a zip laid out as ``torch.save`` writes one; its
-entries re-packed for ``torch.load(weights_only=True)``; the tensors' metadata and Lightning's fields; the network."""
+"""Checkpoints are data: the one reader of a ``.ckpt`` and its model (no Lightning), checked in layers, each before the
+next costs anything: zip layout; entries re-packed for ``torch.load(weights_only=True)``; tensors, fields; network."""
 
 import io
 import pickle
@@ -111,8 +110,7 @@ def _repacked(data: bytes, path: Path) -> io.BytesIO:
 
 
 def _layout_problem(data: bytes, entries: list[zipfile.ZipInfo]) -> str | None:
-    """What, if anything, differs from torch.save's layout: its entries stored uncompressed, each name once, back to
-    back from byte 0, then the central directory where the end record at the file's end says it is."""
+    """What differs from torch.save's layout: entries uncompressed, each name once, back to back, then the directory."""
     if len({e.filename for e in entries}) != len(entries):
         return "its archive holds a name twice, which zip readers resolve differently"
     position = 0
@@ -180,8 +178,7 @@ def _check_fields(checkpoint: Any, path: Path) -> None:
 
 
 def _tensors(value: Any, path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor in the checkpoint with where it is, walking at most MAX_VALUES containers and values, each
-    integer a count or a setting (Lightning adds to its counters, as 64-bit integers)."""
+    """Each tensor and where it is, of at most MAX_VALUES values; integers bounded (Lightning adds to its counters)."""
     stack: list[tuple[str, Any]] = [("", value)]
     walked = 0
     while stack:
@@ -216,8 +213,7 @@ def _check_tensor(where: str, t: torch.Tensor, path: Path) -> None:
 
 
 def load_model(path: str | Path, checkpoint: dict[str, Any] | None = None) -> Classifier:
-    """The fitted model of a checkpoint (``checkpoint``, if it was read already), checked as above, in eval mode:
-    images in [0, 1] to logits, without Lightning. Built from its ``network_spec`` alone."""
+    """The fitted model of a checkpoint (``checkpoint``, if read already), checked, in eval mode, without Lightning."""
     checkpoint = read(path) if checkpoint is None else checkpoint
     spec = network_spec(checkpoint, path)
     check_network(spec, checkpoint, path)

@@ -1,7 +1,6 @@
-"""Decoding pictures from strangers where the kernel bounds what each one may cost: PIL runs in a warm worker
-process under RLIMIT_AS and RLIMIT_CPU (re-armed for each picture), its parent waiting at most WALL_FACTOR times as
-long. A worker out of memory, killed or late costs its picture a one-line ``TooCostly`` refusal, whatever the bomb.
-The worker imports PIL and numpy only, and answers raw pixels, never pickles."""
+"""Decoding pictures from strangers where the kernel bounds each one's cost: PIL runs in a warm worker process under
+RLIMIT_AS and RLIMIT_CPU (re-armed per picture), its parent waiting at most WALL_FACTOR times as long. A worker out
+of memory, killed or late refuses its picture (``TooCostly``); it imports PIL and numpy, answers pixels, not pickles."""
 
 import atexit
 import functools
@@ -40,8 +39,7 @@ class TooCostly(ValueError):
 
 
 class Decoder:
-    """One warm worker process and the pipes to it. ``seconds``, ``memory``, ``wall``: its bounds per picture
-    (SECONDS_ENV or SECONDS, MEMORY, and WALL_FACTOR * seconds unless given)."""
+    """One warm worker process and the pipes to it; ``seconds``, ``memory``, ``wall``: its bounds per picture."""
 
     def __init__(self, seconds: float | None = None, memory: int | None = None, wall: float | None = None) -> None:
         self.seconds = float(os.environ.get(SECONDS_ENV, SECONDS)) if seconds is None else seconds
@@ -54,9 +52,8 @@ class Decoder:
         self.lock = threading.Lock()
 
     def decode(self, pictures: Iterable[bytes | ValueError]) -> Iterator[np.ndarray | ValueError]:
-        """For each picture's bytes its greyscale pixels, ``uint8`` or ``float32`` in [0, 1] (H, W), or the
-        ``ValueError`` saying why not (a ``ValueError`` in a picture's place is passed on). ``pictures`` is read
-        a batch of up to BATCH_BYTES at a time: one round trip each, and few pictures held at once."""
+        """Each picture's pixels as ``pixels_of`` gives them, or the ``ValueError`` saying why not (one in a picture's
+        place is passed on); read in batches of BATCH_BYTES: one round trip each, few pictures held at once."""
         batch: list[bytes | ValueError] = []
         size = 0
         for picture in pictures:
@@ -199,8 +196,7 @@ def work(seconds: float, memory: int) -> None:
 
 
 def pixels_of(data: bytes) -> np.ndarray:
-    """A PNG, JPEG, BMP or TIFF file's bytes as greyscale pixels (H, W): ``uint8``, or ``float32`` in [0, 1]. Over
-    MAX_PIXELS is ``TooCostly``; anything unreadable a ``ValueError`` saying why. Unbounded: run in a worker."""
+    """A picture's greyscale pixels (H, W): ``uint8``, or ``float32`` in [0, 1]. Unbounded: run in a worker."""
     try:
         with Image.open(io.BytesIO(data), formats=PICTURE_FORMATS) as img:
             if img.format == "JPEG":

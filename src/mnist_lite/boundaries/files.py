@@ -12,20 +12,12 @@ from mnist_lite.errors import UserError
 _KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
 
 
-def _regular(path: str | Path, mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        raise OSError(f"{path} is {_KINDS.get(stat.S_IFMT(mode), 'a device')}, not a regular file")
-
-
-def check_regular(path: str | Path) -> None:
-    """Raise ``OSError`` unless ``path`` is a regular file (following links); stat never blocks."""
-    _regular(path, os.stat(path).st_mode)
-
-
 def _open(path: str | Path, flags: int, mode: Literal["rb", "wb"]) -> BinaryIO:
     fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     try:
-        _regular(path, os.fstat(fd).st_mode)
+        st_mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(st_mode):
+            raise OSError(f"{path} is {_KINDS.get(stat.S_IFMT(st_mode), 'a device')}, not a regular file")
         os.set_blocking(fd, True)
         return os.fdopen(fd, mode)
     except BaseException:
@@ -55,8 +47,7 @@ def open_for_writing(path: str | Path) -> BinaryIO:
 
 
 def check_output(path: Path, option: str, overwrite: bool = True) -> None:
-    """Refuse in a line, before any work, an output that cannot take a new file: a name too long, a missing
-    folder, a link, a folder, a FIFO or a device; and an existing file unless ``overwrite``."""
+    """Refuse, before any work, an output that cannot take a new file; an existing one unless ``overwrite``."""
     try:
         if len(path.name.encode()) > 255:  # NAME_MAX of every common filesystem
             problem = "its name is longer than 255 bytes"
@@ -93,7 +84,6 @@ def write_atomically(data: bytes | memoryview, path: str | Path) -> None:
 
 
 def printable(name: object) -> str:
-    """A name or path from data as the console shows it: each character that is not printable (ESC, a newline, a
-    byte that was not UTF-8) as its Python escape, so ``ESC[2J`` in a file name cannot clear the terminal."""
+    """A name or path from data, its unprintable characters escaped: ``ESC[2J`` in it cannot clear the terminal."""
     text = str(name)
     return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

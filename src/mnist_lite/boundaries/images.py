@@ -1,7 +1,6 @@
-"""People's own digit images: finding them, reading them, and making them look like MNIST.
-
-MNIST's digits were made by fitting each one into a 20x20 box, keeping its aspect ratio, and centring that box
-by its centre of mass in a 28x28 image, white ink on black: ``to_mnist`` does the same to any image."""
+"""People's own digit images: finding them, reading them, and making them look like MNIST. MNIST's digits were made
+by fitting each one into a 20x20 box, keeping its aspect ratio, and centring that box by its centre of mass in a 28x28
+image, white ink on black: ``to_mnist`` does the same to any image."""
 
 import bisect
 import itertools
@@ -25,8 +24,7 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.form
 
 
 def find_inputs(path: str | Path) -> list[Path]:
-    """``path`` itself, or every non-hidden file below the folder, sorted: walked without recursion (a folder nested
-    thousands deep is no error) and without following links to folders (no loops)."""
+    """``path``, or each non-hidden file below it, sorted; walked without recursion (any depth) or links (no loops)."""
     path = Path(path)
     if not path.is_dir():
         if not (path.exists() or path.is_symlink()):
@@ -59,8 +57,7 @@ def is_array(path: Path) -> bool:
 
 def header(path: Path) -> tuple[int, tuple[int, int], np.dtype, int]:
     """An array's image count, image shape, dtype and data offset, from its header, checked against the file's size
-    (np.load and torchvision believe the count a header claims). A .npy holds numbers in C order, (N, 28, 28) or
-    (28, 28); an IDX file ``uint8`` images (N, H, W)."""
+    (np.load and torchvision believe the count a header claims)."""
     with files.open_for_reading(path) as f:
         if path.suffix.lower() == ".npy":
             try:
@@ -167,9 +164,8 @@ def to_mnist(image: Tensor) -> Tensor:
 
 
 class DigitFiles(Dataset):
-    """Every image in a file or folder, read and made MNIST-like batch by batch, so memory does not grow with N (and
-    a file claiming millions of images costs nothing until they are read). A batch is ``(images, sources)``: ``uint8``
-    (B, 28, 28) and, per image, ``(path, index, error)``; an unreadable image is a blank one with its error."""
+    """Every image in a file or folder, made MNIST-like batch by batch: memory does not grow with N. A batch is
+    ``uint8`` images (B, 28, 28) and, per image, ``(path, index, error)``; an unreadable image is blank."""
 
     def __init__(self, path: str | Path) -> None:
         self.files = find_inputs(path)

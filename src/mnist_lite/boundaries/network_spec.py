@@ -1,6 +1,5 @@
 """The network a checkpoint describes: its hyperparameters' allow-list, and its weights checked against the network
-before their values are read. Of the hyperparameters only ``net`` is ever used: one of the project's networks, or a
-class the user's own config names, with plain arguments."""
+before their values are read. Of the hyperparameters only ``net`` is ever used."""
 
 import importlib
 import math
@@ -19,30 +18,26 @@ from mnist_lite.network import NETWORKS
 # A dotted name is how jsonargparse names code to import; no plain setting of ours is spelt like one.
 _IMPORT_PATH = re.compile(r"^\s*[A-Za-z_]\w*(\s*\.\s*[A-Za-z_]\w*)+\s*$")
 _MAX_STRING, _MAX_LIST = 1_000, 1_000
+_SPEC_KEYS = {"class_path", "init_args"}
 
 
 def network_spec(checkpoint: dict[str, Any], path: str | Path, trusted: Iterable[str] = ()) -> dict[str, Any] | None:
-    """The network a checkpoint describes, ``hyper_parameters.net`` (``None``: the default), once its class is one of
-    the project's networks or in ``trusted`` (the class paths the user's own config names), with plain arguments."""
+    """A checkpoint's ``hyper_parameters.net`` (``None``: the default), its class one of the project's networks or in
+    ``trusted`` (the class paths the user's own config names), its arguments plain."""
     spec = (checkpoint.get("hyper_parameters") or {}).get("net")
     if spec is None:
         return None
-    if (
-        not isinstance(spec, dict)
-        or not isinstance(spec.get("class_path"), str)
-        or set(spec) - {"class_path", "init_args"}
-    ):
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str) or set(spec) - _SPEC_KEYS:
         raise _refused(path, "net", spec, "must be {class_path: ..., init_args: {...}}")
-    if spec["class_path"] not in NETWORKS and spec["class_path"] not in set(trusted):
-        raise _refused(
-            path, "net.class_path", spec["class_path"], "is not one of the project's networks or your config's"
-        )
+    class_path = spec["class_path"]
+    if class_path not in NETWORKS and class_path not in set(trusted):
+        raise _refused(path, "net.class_path", class_path, "is not one of the project's networks or your config's")
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict):
         raise _refused(path, "net.init_args", init_args, "is not a mapping")
     for name, value in init_args.items():
         _check_plain(f"net.init_args.{name}", value, path)
-    return {"class_path": spec["class_path"], "init_args": init_args}
+    return {"class_path": class_path, "init_args": init_args}
 
 
 def _check_plain(key: str, value: Any, path: str | Path) -> None:
@@ -69,16 +64,14 @@ def _refused(path: str | Path, key: str, value: Any, why: str) -> UserError:
 
 
 def build_network(spec: dict[str, Any] | None) -> nn.Module:
-    """The network a ``{class_path, init_args}`` spec describes (``None``: the default CompactCNN). The class path
-    must already be allowed: by ``network_spec`` for a checkpoint's, by the user for their config's."""
+    """The network a ``{class_path, init_args}`` spec describes (``None``: the default), its class already allowed."""
     spec = spec or {"class_path": NETWORKS[0]}
     module, _, name = spec["class_path"].rpartition(".")
     return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
 
 
 def check_network(spec: dict[str, Any] | None, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """The weights against the network the spec describes: its tensors' names and shapes (built on the meta device,
-    so ``hidden: 1000000000`` costs nothing), then their values."""
+    """The weights against the network the spec describes, built on the meta device: ``hidden: 10**9`` costs nothing."""
     try:
         with torch.device("meta"):
             net = build_network(spec)
@@ -90,8 +83,7 @@ def check_network(spec: dict[str, Any] | None, checkpoint: dict[str, Any], path:
 
 
 def check_weights(expected: dict[str, torch.Tensor], checkpoint: dict[str, Any], path: str | Path) -> None:
-    """The checkpoint's ``state_dict`` has the expected tensors' names, shapes and kinds; then its values are finite
-    and its variances not negative (only now are values read: their size is the network's)."""
+    """The ``state_dict`` has the expected tensors' names, shapes and kinds; only then are its values read."""
     found = checkpoint["state_dict"]
     problems = [
         f"{n} {tuple(found[n].shape)} vs {tuple(t.shape)}"
@@ -105,9 +97,7 @@ def check_weights(expected: dict[str, torch.Tensor], checkpoint: dict[str, Any],
         raise UserError(
             f"{path} does not match the network it describes (checkpoint vs network): {'; '.join(problems[:4])}{more}."
         )
-    bad = [name for name, t in found.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
+    if bad := [name for name, t in found.items() if t.is_floating_point() and not torch.isfinite(t).all()]:
         raise UserError(f"{path} has non-finite weights (NaN or inf in {', '.join(bad[:3])}): its run diverged.")
-    negative = [name for name, t in found.items() if name.endswith("running_var") and (t < 0).any()]
-    if negative:
+    if negative := [name for name, t in found.items() if name.endswith("running_var") and (t < 0).any()]:
         raise UserError(f"refusing {path}: {', '.join(negative[:3])} holds negative variances.")

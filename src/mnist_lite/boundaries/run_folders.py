@@ -1,7 +1,6 @@
 """Run folders: claiming one per command (``mkdir``: runs started together never share one), and finding runs, their
-results, checkpoints and the runs they resumed; no torch, no Lightning. A run folder is data (anyone on a shared
-filesystem may have written it), read here alone: regular files under a size cap, UTF-8. A value that does not parse
-is ``unreadable`` (one bad folder never fails a listing); a name that does not parse is skipped."""
+results, checkpoints and the runs they resumed; no torch, no Lightning. A run folder is data (anyone may have written
+it), read here alone: capped, regular, UTF-8. A bad value is ``unreadable`` (a listing goes on); a bad name, skipped."""
 
 import csv
 import io
@@ -125,8 +124,7 @@ def history(folder: Path) -> list[Path]:
 
 
 def metric_rows(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, float]]:
-    """Each row of a metrics.csv as the ``columns`` it has a value in: step and epoch whole numbers, the others
-    finite numbers; ``Unreadable`` at a value that does not parse. Reads nothing until the first row is asked for."""
+    """Each row of a metrics.csv as the ``columns`` it has a value in; nothing is read until the first row is."""
     rows = csv.DictReader(io.StringIO(_read_text(path, MAX_METRICS_BYTES), newline=""))
     try:
         for row in rows:
@@ -155,8 +153,7 @@ def _mtime(path: Path) -> float:
 
 
 def resolve_checkpoint(given: str, root: Path = LOG_ROOT) -> Path:
-    """``--ckpt_path``: a file as given; ``last``, the newest run's last checkpoint; ``best``, the checkpoint with
-    the highest val_acc in any run under ``root`` (the newest on a tie)."""
+    """``--ckpt_path`` as a file: as given, or ``last``/``best`` under ``root`` as in CKPT_HELP (newest on a tie)."""
     if given not in ("last", "best"):
         return Path(given)
     found = [p for folder in root.glob("*/") for p in checkpoints(folder)]
@@ -171,8 +168,7 @@ def resolve_checkpoint(given: str, root: Path = LOG_ROOT) -> Path:
 
 
 def find_runs(root: Path = LOG_ROOT) -> list[dict[str, Any]]:
-    """Every fit run under ``root`` (a folder with a config.yaml), newest first, as the values of the columns of
-    ``mnist-lite runs``: None where its files hold none, UNREADABLE where a file cannot be read."""
+    """Every fit run under ``root`` (a folder with a config.yaml), newest first, as ``mnist-lite runs``'s columns."""
     found = []
     for config in root.glob("*/config.yaml"):
         folder = config.parent
