@@ -218,8 +218,7 @@ def build(
 
 
 def _cli_class(subcommand: str | None) -> type[MnistLiteCLI]:
-    """LightningCLI builds a parser for each subcommand it lists, and a command runs one: this lists only the one
-    named, if any (with none, ``run=False``, it lists them all)."""
+    """LightningCLI builds a parser for each subcommand it lists, and a command runs one: list only the one named."""
     every = LightningCLI.subcommands()
     if subcommand is None or subcommand not in every:
         return MnistLiteCLI

@@ -148,8 +148,7 @@ def _captioned_grid(title: str, images: list[torch.Tensor], captions: list[str],
 
 
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write a figure, in the format its name's suffix says, under a fresh name renamed into place: never through
-    a link planted at ``path``, never half-written."""
+    """Write ``fig`` in the format its suffix says, atomically: never through a link at ``path``, never half-written."""
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"cannot write {files.printable(path)}: folder {files.printable(path.parent)} does not exist.")

@@ -35,8 +35,7 @@ class RunLogger(CSVLogger):
         self._parent: Path | None = None  # where this logger claimed its folder
 
     def evaluate(self, run: Path | None, command: str) -> None:
-        """Log ``command`` (validate, test, predict) into the run it evaluates, or beside the runs when the
-        checkpoint is not in one: ``<run>/test``, then ``<run>/test_1``, ..."""
+        """Log ``command`` into the run it evaluates, or beside the runs: ``<run>/test``, then ``<run>/test_1``, ..."""
         self._evaluated = (run or Path(self.root_dir), command)
 
     @property

@@ -58,9 +58,8 @@ def try_optimization(path: str | Path, checkpoint: dict[str, Any], build: Callab
 
 
 def layout_difference(found: Any, expected: Any, where: str) -> str | None:
-    """Where a saved state (a loop's progress, a callback's or a schedule's) differs in layout from what this run
-    would save: a missing key, a sequence of another length, a value of another kind. Extra keys are allowed; so is
-    anything where the fresh state holds None (unset until the run saves)."""
+    """Where a saved state differs in layout from what this run would save: a missing key, a sequence of another
+    length, a value of another kind. Extra keys are allowed, and anything the fresh state holds as None (unset)."""
     if expected is None:
         return None
     if isinstance(expected, dict):

@@ -29,7 +29,6 @@ class CSVPredictionWriter(BasePredictionWriter):
         output: the CSV file; by default ``predictions.csv`` in the run's log directory.
     """
 
-    path: Path
     first: list[tuple[str, str, str]]  # (file, digit, confidence) of the first rows, for the console
     failures: list[tuple[str, str]]  # (file, why) of the first files that could not be read
     digits: Counter[int]
