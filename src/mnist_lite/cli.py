@@ -12,8 +12,7 @@ from types import ModuleType
 from mnist_lite import __version__
 from mnist_lite.errors import UserError, fail
 
-# Shown by `mnist-lite --help` without importing anything, and by each subcommand's own --help. A tool's is the first
-# line of its docstring too (a test holds them equal).
+# Shown by `mnist-lite --help` without importing anything; a tool's docstring starts with its line (a test checks).
 SUBCOMMANDS = {
     "fit": "Train a model from YAML configs; each run gets its own folder under lightning_logs/.",
     "validate": "Score a checkpoint on the validation split, into a folder inside the run it came from.",

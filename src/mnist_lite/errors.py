@@ -85,8 +85,7 @@ def concise(message: str, options: list[str] | None = None) -> str:
                 "that does (as --config configs/cpu.yaml --config configs/gpu.yaml)."
             )
         return f"{key} is not a parameter of {class_path}; {_nearest(unknown.group(1), _parameters(class_path))}"
-    if unknown and unknown.group(4) and not unknown.group(4).startswith("-"):  # a value without its option
-        word = unknown.group(4)
+    if unknown and (word := unknown.group(4)) and not word.startswith("-"):  # a value without its option
         hint = f" Did you mean --config {word}?" if word.endswith((".yaml", ".yml")) else ""
         return f"unexpected {word!r}: each value follows its option (--KEY VALUE).{hint}"
     if unknown:
@@ -98,9 +97,9 @@ def concise(message: str, options: list[str] | None = None) -> str:
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.6) if not parent else []  # --ckpt, --cfg
         if close or (nested and not (parent and names)):
             return f"{key} is not an option; did you mean '{f'--{close[0]}' if close else nested[0]}'?"
-        if not parent:  # the top level: its groups (trainer, model, ...) are not among the keys to list
+        if not parent or not names:  # none to list (the top level's groups, trainer, model, ..., are not keys)
             return f"{key} is not an option."
-        return f"{key} is not an option; {_nearest(name, names, f'{parent}.')}" if names else f"{key} is not an option."
+        return f"{key} is not an option; {_nearest(name, names, f'{parent}.')}"
     if denied:
         where = f"{prefix}: " if keys else ""
         return f"{where}importing {denied[1]!r} is not allowed (the {denied[2]!r} entry of the import-path denylist)."
@@ -136,8 +135,7 @@ def _parameters(class_path: str) -> dict[str, str]:
 
 def _nearest(name: str, names: dict[str, str], parent: str = "") -> str:
     """``did you mean 'channels' (list[int])?``, or the names there are."""
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    if close:
+    if close := difflib.get_close_matches(name, names, n=1, cutoff=0.6):
         return f"did you mean '{parent}{close[0]}'{f' ({names[close[0]]})' if names[close[0]] else ''}?"
     if len(names) > 12:
         return f"none of its {len(names)} names is close (--help lists them)."
