@@ -39,10 +39,7 @@ log = logging.getLogger("mnist_lite.serve")
 
 
 def create_app(
-    model: Classifier,
-    checkpoint_name: str,
-    max_upload_bytes: int = MAX_UPLOAD_BYTES,
-    allowed_hosts: Iterable[str] = (),
+    model: Classifier, checkpoint_name: str, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_hosts: Iterable[str] = ()
 ) -> FastAPI:
     """The ASGI app around one fitted model in eval mode (``checkpoints.load_model``). ``allowed_hosts``: host
     names answered beside loopback names and IP addresses (``*`` for any), and origins allowed to POST."""
@@ -109,9 +106,8 @@ def read_digits(model: Classifier, sent: list[tuple[str, bytes]]) -> list[dict[s
             raise Refused(413, f"{name}: {e}.") from None
         except ValueError as e:
             raise Refused(422, f"{name}: {e}.") from None
-    batch = torch.stack(digits)
     with torch.inference_mode():
-        probabilities = model(batch[:, None].float() / 255).softmax(dim=1)
+        probabilities = model(torch.stack(digits)[:, None].float() / 255).softmax(dim=1)
     confidence, prediction = probabilities.max(dim=1)
     return [
         {"prediction": int(p), "confidence": float(c), "probabilities": probs.tolist(), "preview": _png_url(digit)}

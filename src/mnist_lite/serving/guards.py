@@ -40,25 +40,22 @@ class HostAndOrigin:
             return None
         try:
             parts = urlsplit(origin)
-            name = parts.hostname
         except ValueError:
             return Refused(400, f"the origin {origin!r} is not a URL.")
-        if parts.netloc.lower() == host.lower() or self.answers(name, addresses=False):
+        if parts.netloc.lower() == host.lower() or self.answers(parts.hostname, addresses=False):
             return None
         return Refused(403, f"requests from {origin!r} are not accepted: only this server's own page may post.")
 
     def answers(self, name: str | None, addresses: bool) -> bool:
         """Whether requests for ``name`` are answered; with ``addresses``, any loopback name or IP address too."""
-        if "*" in self.allowed:
+        if "*" in self.allowed or name in self.allowed:
             return True
-        if name is None:
+        if name is None or not addresses:
             return False
-        if name in self.allowed:
-            return True
         try:
-            return addresses and bool(ipaddress.ip_address(name))
+            return bool(ipaddress.ip_address(name))
         except ValueError:
-            return addresses and name in LOOPBACK_NAMES
+            return name in LOOPBACK_NAMES
 
 
 class BoundedBody:
