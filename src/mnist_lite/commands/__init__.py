@@ -1,6 +1,5 @@
-"""The tools beside LightningCLI's subcommands, one function each in ``commands/<name>.py``: its signature and
-docstring are its options and ``--help``, read by jsonargparse. A tool builds no Trainer and imports Lightning only if
-its work needs it (sweep does)."""
+"""Each tool beside LightningCLI's subcommands is a function in ``commands/<name>.py``: jsonargparse reads its
+signature and docstring as its options and ``--help``. It builds no Trainer, and imports Lightning only if it must."""
 
 import importlib
 import inspect

@@ -1,5 +1,4 @@
-"""``mnist-lite export``: the fitted model for use without Lightning: ONNX, a ``torch.export`` program or a
-plain state_dict."""
+"""``mnist-lite export``: the fitted model for use without Lightning: ONNX, a torch.export program or a state_dict."""
 
 import io
 from pathlib import Path

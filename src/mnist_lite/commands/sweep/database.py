@@ -15,8 +15,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from mnist_lite.errors import UserError, first_line
 
-# A worker without a heartbeat for GRACE_S has died: the next trial to start marks its trial failed. The tests
-# shorten the wait.
+# A worker without a heartbeat for GRACE_S has died: the next trial to start marks its trial failed (tests shorten it).
 GRACE_S = int(os.environ.get("MNIST_LITE_SWEEP_GRACE_S", "8"))
 HEARTBEAT_S = max(1, GRACE_S // 4)
 
@@ -45,10 +44,8 @@ def study(url: str, name: str) -> optuna.Study:
     try:
         storage = _storage(url)
     except ImportError as e:  # Optuna's own words name no package: the missing module's do
-        driver = "pip install -e '.[postgres]' for PostgreSQL"
-        raise UserError(
-            f"--storage {shown(url)}: {first_line(e.__cause__ or e)}; install the driver ({driver})."
-        ) from None
+        install = "install the driver (pip install -e '.[postgres]' for PostgreSQL)"
+        raise UserError(f"--storage {shown(url)}: {first_line(e.__cause__ or e)}; {install}.") from None
     except Exception as e:  # SQLAlchemy's errors for a bad URL or an unreachable server
         raise UserError(f"--storage {shown(url)}: {first_line(e)}") from None
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5)  # judged after each seed's fit (objective.py)

@@ -29,8 +29,6 @@ FIT_OPTIONS = ["--trainer.enable_progress_bar=false", "--checkpoint.save_top_k=0
 
 @dataclass(frozen=True)
 class Settings:
-    """A sweep: its configs, seeds and space, its study, and its output folder."""
-
     configs: list[str]
     seeds: list[int]
     space: list  # search_space.Dimension
@@ -65,7 +63,6 @@ def quiet() -> Iterator[None]:
 
 
 def run(study: optuna.Study, settings: Settings, trials: int, jobs: int) -> None:
-    """``trials`` trials of the study, in this process or shared by ``jobs`` new ones."""
     jobs = min(jobs, trials)
     if jobs == 1:
         work(study, settings, trials)

@@ -1,6 +1,5 @@
-"""What a sweep writes into --output: trials.csv, best.yaml and Optuna's plots, of the trials the space can draw.
-The storage may be a database others write: a trial with a value the space cannot draw, or a val_acc that is no
-accuracy, is left out of all three, with a line on stderr."""
+"""What a sweep writes into --output: trials.csv, best.yaml and Optuna's plots. The storage may be a database others
+write: a trial with a value the space cannot draw, or a val_acc that is no accuracy, is left out of all three."""
 
 import contextlib
 import csv
@@ -72,7 +71,6 @@ def _misfit(d: Any, trial: FrozenTrial, complete: bool) -> str | None:
 
 
 def _plot(study: optuna.Study, settings: Settings) -> None:
-    """Optuna's matplotlib plots as Optuna draws them, into files only."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, whatever display this process has
