@@ -377,7 +377,8 @@ def test_a_body_that_takes_too_long_is_a_408(model, monkeypatch: pytest.MonkeyPa
 def test_a_client_that_leaves_mid_body_costs_no_traceback(model, kind: str) -> None:
     app, replies = server.create_app(model, "x.ckpt"), []
     content_type, head = STREAM_HEADS[kind]
-    messages = iter([{"type": "http.request", "body": head, "more_body": True}, {"type": "http.disconnect"}])
+    first: dict[str, Any] = {"type": "http.request", "body": head, "more_body": True}
+    messages = iter([first, {"type": "http.disconnect"}])
 
     async def receive() -> dict:
         return next(messages)
