@@ -217,8 +217,7 @@ def load_model(path: str | Path, checkpoint: dict[str, Any] | None = None) -> Cl
     checkpoint = read(path) if checkpoint is None else checkpoint
     spec = network_spec(checkpoint, path)
     check_network(spec, checkpoint, path)
-    # Building draws initial weights, which the checkpoint's replace: a seeded fit that reads a checkpoint's weights
-    # (StartFrom) must draw the same random numbers as without it.
+    # Building draws initial weights, replaced next: a seeded fit from a checkpoint (StartFrom) draws as without one.
     with torch.random.fork_rng(devices=[]):
         model = Classifier(build_network(spec))
     model.load_state_dict(checkpoint["state_dict"])

@@ -1,6 +1,5 @@
-"""Bounds on what a YAML config may cost, in jsonargparse's one YAML loader: its text's size, and the values its
-aliases expand to (a "billion laughs" loads by reference; the copies made afterwards would not), measured with a
-memo before anyone copies it."""
+"""Bounds on what a YAML config may cost, in jsonargparse's one YAML loader: its text's size, and the values its aliases
+expand to, measured with a memo before anyone copies it (a "billion laughs" loads by reference; copies would not)."""
 
 from typing import Any
 
@@ -20,12 +19,11 @@ def expanded_size(value: Any, memo: dict[int, int] | None = None) -> int:
     memo = {} if memo is None else memo
     if id(value) in memo:
         return memo[id(value)]
+    size = 1
     if isinstance(value, dict):
-        size = 1 + sum(expanded_size(k, memo) + expanded_size(v, memo) for k, v in value.items())
+        size += sum(expanded_size(k, memo) + expanded_size(v, memo) for k, v in value.items())
     elif isinstance(value, list | tuple):
-        size = 1 + sum(expanded_size(v, memo) for v in value)
-    else:
-        size = 1
+        size += sum(expanded_size(v, memo) for v in value)
     memo[id(value)] = size
     return size
 
@@ -40,8 +38,7 @@ def install() -> None:
         if len(text) > MAX_CONFIG_CHARS:
             raise ConfigTooLarge(f"config is {len(text):,} characters, more than the {MAX_CONFIG_CHARS:,} allowed")
         value = load(text)
-        size = expanded_size(value)
-        if size > MAX_CONFIG_NODES:
+        if (size := expanded_size(value)) > MAX_CONFIG_NODES:
             too_many = f"{size:,} values through its aliases, more than the {MAX_CONFIG_NODES:,} allowed"
             raise ConfigTooLarge(f"config expands to {too_many}")
         return value

@@ -1,6 +1,5 @@
-"""People's own digit images: finding them, reading them, and making them look like MNIST. MNIST's digits were made
-by fitting each one into a 20x20 box, keeping its aspect ratio, and centring that box by its centre of mass in a 28x28
-image, white ink on black: ``to_mnist`` does the same to any image."""
+"""People's own digit images: finding, reading, and making them look like MNIST, whose digits were each fitted into a
+20x20 box (aspect ratio kept) centred by its centre of mass in 28x28, white on black: ``to_mnist`` does the same."""
 
 import bisect
 import itertools
