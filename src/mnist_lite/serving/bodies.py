@@ -29,8 +29,7 @@ async def pictures(request: Request) -> tuple[list[tuple[str, bytes]], bool]:
         return await _from_multipart(request)
     if kind != "application/json":
         raise Refused(415, f"content type {kind or 'none'} is not accepted: {USAGE}.")
-    body = await request.body()
-    if not body:
+    if not (body := await request.body()):
         raise Refused(400, f"the request body is empty: {USAGE}.")
     return [("image", _from_data_url(body))], False
 
@@ -59,8 +58,7 @@ async def _from_multipart(request: Request) -> tuple[list[tuple[str, bytes]], bo
         raise
     except HTTPException as e:  # Starlette's answer to a malformed body or too many parts
         raise Refused(400, f"the multipart body cannot be read ({e.detail}).") from None
-    uploads = form.getlist("file")
-    if not uploads:
+    if not (uploads := form.getlist("file")):
         fields = ", ".join(repr(key) for key in form) or "none"
         raise Refused(422, f"no field named 'file' (fields sent: {fields}): {USAGE}.")
     files = [upload for upload in uploads if isinstance(upload, UploadFile)]
