@@ -106,7 +106,7 @@ def test_state_dict_loads_into_the_seeds_plain_module(tiny_checkpoint, tmp_path,
     ("args", "expected"),
     [
         (["--ckpt_path", "missing.ckpt", "--format", "onnx"], "missing.ckpt does not exist"),
-        (["--format", "keras"], "Expected a typing.Literal['onnx', 'pt2', 'state_dict']"),
+        (["--format", "keras"], "format: 'keras' is not one of 'onnx', 'pt2', 'state_dict'."),
         (["--format", "onnx", "--output", "no/such/folder/model.onnx"], "folder no/such/folder does not exist"),
         (["--output", "/dev/null"], "--output /dev/null: it is a link, a folder, a FIFO or a device."),
         (["--output", "a" * 300 + ".onnx"], ": its name is longer than 255 bytes."),
