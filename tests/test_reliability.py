@@ -1,6 +1,7 @@
 """Runs that go wrong: interrupted runs resume exactly, runs repeat exactly, concurrent runs never collide,
 diverged runs stop, finished runs say so, and a full disk or a read-only folder fail clearly."""
 
+import csv
 import shlex
 import signal
 import subprocess
@@ -76,6 +77,18 @@ def test_stopped_run_resumes_to_the_same_weights(sig, uninterrupted: Path, data_
     assert _step(final) == _step(uninterrupted) == TOTAL_STEPS
     # Bit-exact on the CPU: the same data order from the stopping batch on, and dropout's RNG restored.
     assert same_weights(weights(final), weights(uninterrupted))
+    # The epoch it stopped in is logged over all its steps, those before the resume included.
+    resumed, whole = _epoch_means(final.parents[1]), _epoch_means(uninterrupted.parents[1])
+    assert resumed and all(resumed[epoch] == pytest.approx(whole[epoch], rel=1e-6) for epoch in resumed)
+
+
+def _epoch_means(run: Path) -> dict[int, tuple[float, float]]:
+    rows = csv.DictReader((run / "metrics.csv").open())
+    return {
+        int(r["epoch"]): (float(r["train_loss_epoch"]), float(r["train_acc_epoch"]))
+        for r in rows
+        if r["train_loss_epoch"]
+    }
 
 
 @pytest.mark.slow

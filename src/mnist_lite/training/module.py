@@ -140,12 +140,13 @@ class MNISTClassifier(Classifier, LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(dim=1)
 
-    # Dropout's random stream, so that a run resumed mid-epoch continues exactly where it stopped.
+    # Dropout's random stream and the epoch's sums so far, so that a run resumed mid-epoch goes on where it stopped.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         bad = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
         if bad:  # never write a diverged model over a good one
             self._diverged(f"{', '.join(bad[:3])} holds NaN or inf")
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        checkpoint["train_totals"] = self.train_totals.clone()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Every checkpoint Lightning restores (a given one, a resumed run, SLURM's requeue) is checked against this
@@ -171,6 +172,8 @@ class MNISTClassifier(Classifier, LightningModule):
                     raise UserError(f"refusing {path}: {difference}; it cannot resume this run.")
             if "torch_rng_state" in checkpoint:  # torch checks the generator's state as it sets it
                 torch.set_rng_state(checkpoint["torch_rng_state"])
+            if "train_totals" in checkpoint and trainer.is_global_zero:  # rank 0's: under DDP the others' are lost
+                self.train_totals.copy_(checkpoint["train_totals"].view(3))
         self._restored = checkpoint
 
     def configure_optimizers(self):
