@@ -110,9 +110,18 @@ def test_state_dict_loads_into_the_seeds_plain_module(tiny_checkpoint, tmp_path,
         (["--format", "onnx", "--output", "no/such/folder/model.onnx"], "folder no/such/folder does not exist"),
         (["--output", "/dev/null"], "--output /dev/null: it is a link, a folder, a FIFO or a device."),
         (["--output", "a" * 300 + ".onnx"], ": its name is longer than 255 bytes."),
+        (["--output", "model.onnx/"], "--output model.onnx: it names a folder. Give a file name."),
         (["--output", "a/" * 2100 + "m.onnx"], ": File name too long."),
     ],
-    ids=["missing-checkpoint", "unknown-format", "missing-folder", "device-node", "name-too-long", "path-too-long"],
+    ids=[
+        "missing-checkpoint",
+        "unknown-format",
+        "missing-folder",
+        "device-node",
+        "name-too-long",
+        "trailing-slash",
+        "path-too-long",
+    ],
 )
 def test_export_bad_input(args, expected, tiny_checkpoint, in_tmp: Path, capsys) -> None:
     full = ["--ckpt_path", str(tiny_checkpoint), "--output", "model.out", *args]

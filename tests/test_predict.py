@@ -389,6 +389,24 @@ def test_an_output_that_cannot_take_the_csv_is_one_line(kind: str, tiny_checkpoi
     assert not (in_tmp / "target.txt").exists() or (in_tmp / "target.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("kind", ["the-checkpoint", "the-image-read", "a-file-in-the-folder-read", "a-folder"])
+def test_predictions_never_overwrite_what_predict_reads(kind: str, tiny_checkpoint: Path, in_tmp: Path, capsys) -> None:
+    (in_tmp / "digits").mkdir()
+    (in_tmp / "digits" / "seven.png").write_bytes((EXAMPLES / "7_dark_on_light_120x160.png").read_bytes())
+    (in_tmp / "model.ckpt").write_bytes(tiny_checkpoint.read_bytes())
+    before = {p: p.read_bytes() for p in (in_tmp / "model.ckpt", in_tmp / "digits" / "seven.png")}
+    given, output, expected = {
+        "the-checkpoint": ("digits", "model.ckpt", "it names a checkpoint or an input"),
+        "the-image-read": ("digits/seven.png", "digits/seven.png", "it names a checkpoint or an input"),
+        "a-file-in-the-folder-read": ("digits", "digits/seven.png", "it names a checkpoint or an input"),
+        "a-folder": ("digits", "out/", "it names a folder"),
+    }[kind]
+    err = fails(predict_args(in_tmp / "model.ckpt", given, f"--predictions.output={output}"), capsys)
+    assert expected in err, err
+    assert all(path.read_bytes() == data for path, data in before.items()) and not (in_tmp / "out").exists()
+    main(predict_args(in_tmp / "model.ckpt", "digits", "--predictions.output=digits/predictions.csv"))  # a new file
+
+
 # ---- pictures that cost far more than their size: each refused within the decoding worker's bounds ----
 
 

@@ -302,6 +302,22 @@ def test_every_hostile_checkpoint_together_costs_little_memory(good: dict, tiny_
     assert int(done.stdout.split()[-1]) < 200  # MB above loading a good checkpoint; the bombs would take GBs
 
 
+def test_a_data_loaders_64_bit_seed_is_no_counter(good: dict, tmp_path: Path) -> None:
+    """With num_workers > 0 a StatefulDataLoader saves its random 64-bit base seed: a checkpoint like any other."""
+    state = {"train_loader": {"_snapshot": {"_main_snapshot": {"_base_seed": 883951781600517636}}}}
+    checkpoints.read(_save({**good, "MNISTDataModule": state}, tmp_path / "workers.ckpt"))
+
+
+def test_an_archive_with_bytes_after_its_end_record_is_refused_before_zipfile_parses_it(
+    good: dict, tmp_path: Path
+) -> None:
+    """zipfile would search back for the record, parsing a directory of any size first."""
+    path = tmp_path / "trailing.ckpt"
+    path.write_bytes(_bytes(good) + b"\0")
+    with pytest.raises(UserError, match="not a PyTorch zip archive"):
+        checkpoints.read(path)
+
+
 def test_special_files_are_refused_without_waiting(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo.ckpt"
     os.mkfifo(fifo)

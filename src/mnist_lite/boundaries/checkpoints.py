@@ -26,7 +26,9 @@ MAX_DIRECTORY_BYTES = MAX_ENTRIES * 256  # the archive's directory, parsed whole
 # torch's weights-only reader builds about 200 bytes of objects per byte of pickle; ours are about 9 kB.
 MAX_PICKLE_BYTES = 256 * 1024
 MAX_TENSOR_ELEMENTS = 16 * 1024 * 1024
-MAX_INTEGER = 2**53
+MAX_COUNT = 2**53  # Lightning's counters (loops, epoch, global_step): it adds to them as 64-bit integers
+MAX_INTEGER = 2**64  # any other integer, such as a data loader's 64-bit seed
+COUNTERS = ("loops", "epoch", "global_step")
 MAX_VALUES = 200_000  # containers and values walked in one checkpoint, aliases counted each time
 DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.bool}
 DTYPES |= {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8}
@@ -81,9 +83,11 @@ def _read_file(path: Path) -> bytes:
 def _repacked(data: bytes, path: Path) -> io.BytesIO:
     """The archive's entries, checked, written afresh into an archive that only they are in."""
     end = data[-22:]
-    if end[:4] == _END_RECORD and int.from_bytes(end[12:16], "little") > MAX_DIRECTORY_BYTES:
-        raise UserError(f"refusing {path}: its archive's directory is larger than {MAX_ENTRIES:,} entries take.")
     try:
+        if end[:4] != _END_RECORD:  # torch.save writes nothing after it; zipfile would search back, parsing on
+            raise zipfile.BadZipFile
+        if int.from_bytes(end[12:16], "little") > MAX_DIRECTORY_BYTES:
+            raise UserError(f"refusing {path}: its archive's directory is larger than {MAX_ENTRIES:,} entries take.")
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
         if len(entries) > MAX_ENTRIES:
@@ -188,7 +192,7 @@ def _tensors(value: Any, path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             raise UserError(f"refusing {path}: it holds more than {MAX_VALUES:,} values.")
         if isinstance(item, torch.Tensor):
             yield where, item
-        elif isinstance(item, int) and abs(item) > MAX_INTEGER:
+        elif isinstance(item, int) and abs(item) >= (MAX_COUNT if where.split(".")[0] in COUNTERS else MAX_INTEGER):
             raise UserError(f"refusing {path}: {where[:200]} = {shown(item)} is larger than any count or setting.")
         elif isinstance(item, dict):
             keys = ((k if isinstance(k, str) and len(k) <= 80 else shown(k), v) for k, v in item.items())

@@ -46,11 +46,17 @@ def open_for_writing(path: str | Path) -> BinaryIO:
     return file
 
 
-def check_output(path: Path, option: str, overwrite: bool = True) -> None:
-    """Refuse, before any work, an output that cannot take a new file; an existing one unless ``overwrite``."""
+def check_output(given: str | Path, option: str, overwrite: bool = True, inputs: tuple[str | Path, ...] = ()) -> None:
+    """Refuse, before any work, an output that cannot take a new file; an existing one unless ``overwrite``; and a
+    checkpoint or what the command reads (``inputs``, files inside them), which writing would destroy."""
+    path = Path(given)
     try:
-        if len(path.name.encode()) > 255:  # NAME_MAX of every common filesystem
+        if str(given).endswith(os.sep):  # Path() drops the slash: the file would be the folder's name
+            problem = "it names a folder. Give a file name"
+        elif len(path.name.encode()) > 255:  # NAME_MAX of every common filesystem
             problem = "its name is longer than 255 bytes"
+        elif path.suffix == ".ckpt" or _reads(path, {Path(i).resolve() for i in inputs}):
+            problem = "it names a checkpoint or an input. Write to a file of its own"
         elif not path.parent.is_dir():
             problem = f"folder {printable(path.parent)} does not exist"
         elif path.is_symlink() or (path.exists() and not path.is_file()):
@@ -62,6 +68,11 @@ def check_output(path: Path, option: str, overwrite: bool = True) -> None:
     except OSError as e:  # a path too long, a folder that cannot be read, ...
         problem = e.strerror or str(e)
     raise UserError(f"{option} {printable(path)}: {problem}.")
+
+
+def _reads(path: Path, inputs: set[Path]) -> bool:
+    """Whether ``path`` is one of ``inputs``, or a file that exists inside one of them."""
+    return path.resolve() in inputs or (path.exists() and bool(inputs & set(path.resolve().parents)))
 
 
 def write_atomically(data: bytes | memoryview, path: str | Path) -> None:

@@ -27,9 +27,9 @@ def export(ckpt_path: str, output: str | None = None, format: Format = "onnx", o
         overwrite: replace an existing output file.
     """
     source, model = checkpoints.load_given(ckpt_path)
-    target = Path(output) if output else Path(source.stem + SUFFIXES[format])
-    files.check_output(target, "--output", overwrite)
-    if target.suffix == ".ckpt" or target.parent.name == "checkpoints" or target.resolve() == source.resolve():
+    target = Path(output or source.stem + SUFFIXES[format])
+    files.check_output(output or target, "--output", overwrite, inputs=(source,))
+    if target.parent.name == "checkpoints":
         raise UserError(f"--output {files.printable(target)}: it names a checkpoint. Export to a file of its own.")
     data = io.BytesIO()  # serialised in memory, so a full disk is an OSError here, not a crash inside torch
     example, batch = (torch.rand(2, 1, 28, 28),), ({0: torch.export.Dim("batch")},)

@@ -36,10 +36,13 @@ class CSVPredictionWriter(BasePredictionWriter):
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="batch")
         if output is not None:  # checked before the run starts; opened without following a link when it does
-            files.check_output(Path(output), "--predictions.output")
+            files.check_output(output, "--predictions.output")
         self.output = output
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.output is not None:  # neither the checkpoint nor the images read
+            inputs = (trainer.ckpt_path, getattr(trainer.datamodule.hparams, "predict_path", None))
+            files.check_output(self.output, "--predictions.output", inputs=tuple(i for i in inputs if i))
         self.path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
         if trainer.world_size > 1:  # each rank predicts its own shard
             self.path = self.path.with_name(f"{self.path.stem}-rank{trainer.global_rank}{self.path.suffix}")
