@@ -313,6 +313,10 @@ def test_an_option_typo_is_not_taken_as_a_prefix(in_tmp: Path, capsys) -> None:
         ),
         (["--data.batch_size=abc"], "error: data.batch_size: 'abc' is not a PositiveInt."),
         (["--trainer.precision=17"], "error: trainer.precision: '17' is not one of"),
+        (
+            ["--checkpoint.save_last=sometimes"],
+            "error: checkpoint.save_last: 'sometimes' is not a bool or one of 'link'.",
+        ),
     ],
     ids=[
         "cli-unknown",
@@ -324,6 +328,7 @@ def test_an_option_typo_is_not_taken_as_a_prefix(in_tmp: Path, capsys) -> None:
         "cli-optimizer",
         "cli-int",
         "cli-choice",
+        "cli-bool-or-choice",
     ],
 )
 def test_a_bad_key_is_named_in_full_with_the_nearest_name_or_its_value_and_type(
@@ -357,6 +362,7 @@ def test_a_bad_key_is_named_in_full_with_the_nearest_name_or_its_value_and_type(
             "model:\n  a: 1\n b: 2\n",
             "not valid YAML: did not find expected key at line 3, column 2.",
         ),
+        (["--config", "bad.yaml"], "a: *x\n", "a config is not valid YAML: found undefined alias at line 1, column 4."),
         (["--cfg", "configs/cpu.yaml"], None, "cfg is not an option; did you mean '--config'?"),
         (
             ["--config", "bad.yaml"],
@@ -365,7 +371,15 @@ def test_a_bad_key_is_named_in_full_with_the_nearest_name_or_its_value_and_type(
         ),
         (["--config", "bad.yaml"], "optimizer:\n  lr: 0.1\n", "did you mean 'model.optimizer.lr'?"),
     ],
-    ids=["config-without-its-option", "tab", "indentation", "short-option", "outside-its-group", "group-at-the-top"],
+    ids=[
+        "config-without-its-option",
+        "tab",
+        "indentation",
+        "undefined-alias",
+        "short-option",
+        "outside-its-group",
+        "group-at-the-top",
+    ],
 )
 def test_the_commonest_first_mistakes_say_what_to_type(args, config, expected, in_tmp: Path, capsys) -> None:
     if config is not None:

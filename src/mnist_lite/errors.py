@@ -104,15 +104,16 @@ def concise(message: str, options: list[str] | None = None) -> str:
         where = f"{prefix}: " if keys else ""
         return f"{where}importing {denied[1]!r} is not allowed (the {denied[2]!r} entry of the import-path denylist)."
     choices = [c for group in re.findall(r"Expected a typing\.Literal\[(.*?)\]", message) for c in group.split(", ")]
-    if choices and values and keys:  # every choice, of each Literal in a Union
-        return f"{prefix}: {values[0]!r} is not one of {', '.join(dict.fromkeys(choices))}."
-    if kinds and values and keys:
-        expected = " or ".join(f"{'an' if k[0] in 'aeiouAEIOU' else 'a'} {k}" for k in dict.fromkeys(kinds))
-        return f"{prefix}: {values[0]!r} is not {expected}."
+    if (kinds or choices) and values and keys:  # every type and every choice, of each member of a Union
+        expected = [f"{'an' if k[0] in 'aeiouAEIOU' else 'a'} {k}" for k in dict.fromkeys(kinds)]
+        expected += [f"one of {', '.join(dict.fromkeys(choices))}"] if choices else []
+        return f"{prefix}: {values[0]!r} is not {' or '.join(expected)}."
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     marks = re.findall(r"line (\d+), column (\d+)", message)  # where the YAML parser was, then what it found
     if message.startswith("Problems parsing config") and marks:
-        cause = [line for line in lines[1:] if not line.startswith("in ")][-1:] or ["it does not parse"]
+        said = [lines[0].removeprefix("Problems parsing config:").strip(), *lines[1:]]
+        found = [line for line in said if line.startswith(("found", "expected", "did not find"))]
+        cause = found[-1:] or [line for line in said if line and not line.startswith("in ")][-1:]
         tab = " (a tab? YAML indents with spaces)" if "cannot start any token" in cause[0] else ""
         return f"a config is not valid YAML: {cause[0]} at line {marks[-1][0]}, column {marks[-1][1]}{tab}."
     specific = [line for line in lines[1:] if re.search(r"not allowed|has no attribute|is not expected|subclass", line)]
