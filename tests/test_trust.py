@@ -607,3 +607,15 @@ def test_a_resumed_checkpoint_never_makes_fit_remove_a_file_it_did_not_write(
     main([*args, f"--data.data_dir={data_dir}"])
     assert (in_tmp / "victim.txt").read_text() == "kept" and (in_tmp / "victim_dir").is_dir()
     assert (in_tmp / here / "last.ckpt").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:Experiment logs directory", "ignore:Checkpoint directory")  # a folder reused
+def test_a_run_resumed_into_its_own_folder_still_replaces_its_best_checkpoint(data_dir: Path, in_tmp: Path) -> None:
+    """The removal above is kept to checkpoint files beside the ones this process writes, not switched off."""
+    args = ["fit", "--config", str(TINY), "--trainer.logger.init_args.version=exp", f"--data.data_dir={data_dir}"]
+    main(args)
+    folder = in_tmp / "lightning_logs" / "exp" / "checkpoints"
+    main(
+        [*args, "--trainer.max_epochs=3", "--trainer.limit_train_batches=20", "--ckpt_path", str(folder / "last.ckpt")]
+    )
+    assert len(list(folder.glob("best-*.ckpt"))) == 1, sorted(p.name for p in folder.iterdir())

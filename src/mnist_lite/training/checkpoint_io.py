@@ -43,8 +43,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def remove_checkpoint(self, path: str | Path) -> None:
         """Lightning removes the checkpoints a newer one replaces, by paths that a resumed checkpoint's state gives,
-        which are data: only a file this process wrote is removed (tests/test_trust.py)."""
-        resolved = Path(path).resolve()
-        if resolved in self.written:
-            self.written.remove(resolved)
-            resolved.unlink(missing_ok=True)
+        which are data: only a .ckpt file in a folder this process writes checkpoints into is removed, never a link
+        (tests/test_trust.py)."""
+        given, resolved = Path(path), Path(path).resolve()
+        ours = resolved.suffix == ".ckpt" and resolved.parent in {p.parent for p in self.written}
+        if ours and not given.is_symlink() and resolved.is_file():
+            self.written.discard(resolved)
+            resolved.unlink()
