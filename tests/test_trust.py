@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -215,6 +216,15 @@ def _hostile(kind: str, good: dict, folder: Path) -> tuple[Path, str]:
     if kind == "counter-past-int64":  # Lightning adds to its counters as 64-bit integers, and overflows
         loops = {"fit_loop": {"epoch_progress": {"total": {"completed": 2**63 - 1}}}}
         return _save({**good, "loops": loops}, path), "= 9223372036854775807 is larger than any count or setting"
+    if kind == "a-layer-of-no-channels":  # built on the meta device it has shapes; no image goes through it
+        net = {"class_path": "mnist_lite.network.CompactCNN", "init_args": {"channels": [0, 8]}}
+        with warnings.catch_warnings(action="ignore"):  # torch's: initialising zero-element tensors is a no-op
+            state = {f"net.{k}": v for k, v in CompactCNN(channels=(0, 8)).state_dict().items()}
+        checkpoint = {**good, "state_dict": state, "hyper_parameters": {**good["hyper_parameters"], "net": net}}
+        return _save(checkpoint, path), "cannot build a network"
+    if kind == "float64-past-float32":  # finite as saved, inf once the network holds it
+        state = {k: v.double() * 1e300 if v.is_floating_point() else v for k, v in state.items()}
+        return _save({**good, "state_dict": state}, path), "non-finite weights"
     raise ValueError(kind)
 
 
@@ -249,6 +259,8 @@ KINDS = [
     "no-lightning-version",
     "lightning-0-version",
     "counter-past-int64",
+    "a-layer-of-no-channels",
+    "float64-past-float32",
 ]
 
 

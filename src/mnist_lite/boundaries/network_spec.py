@@ -4,6 +4,7 @@ before their values are read. Of the hyperparameters only ``net`` is ever used."
 import importlib
 import math
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,14 @@ def build_network(spec: dict[str, Any] | None) -> nn.Module:
 
 
 def check_network(spec: dict[str, Any] | None, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """The weights against the network the spec describes, built on the meta device: ``hidden: 10**9`` costs nothing."""
+    """The weights against the network the spec describes, built and run on the meta device: ``hidden: 10**9``
+    costs nothing, and settings that build a network no image goes through (``channels: [0, 8]``) are refused."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings(action="ignore"):  # torch's, on zero-sized layers
             net = build_network(spec)
-    except Exception as e:  # a bad init_arg fails in the constructor: TypeError, ValueError, ...
+            if (shape := tuple(net(torch.empty(2, 1, 28, 28)).shape)) != (2, 10):
+                raise ValueError(f"it gives {shape[1:]} per image, not 10 logits")
+    except Exception as e:  # a bad init_arg fails in the constructor or the forward: TypeError, ValueError, ...
         raise UserError(
             f"refusing {path}: its network settings {shown(spec)} cannot build a network ({first_line(e)})."
         ) from None
@@ -97,7 +101,8 @@ def check_weights(expected: dict[str, torch.Tensor], checkpoint: dict[str, Any],
         raise UserError(
             f"{path} does not match the network it describes (checkpoint vs network): {'; '.join(problems[:4])}{more}."
         )
-    if bad := [name for name, t in found.items() if t.is_floating_point() and not torch.isfinite(t).all()]:
+    held = {n: t.to(expected[n].dtype) for n, t in found.items() if t.is_floating_point()}  # 1e300 is inf in float32
+    if bad := [n for n, t in held.items() if not torch.isfinite(t).all()]:
         raise UserError(f"{path} has non-finite weights (NaN or inf in {', '.join(bad[:3])}): its run diverged.")
     if negative := [name for name, t in found.items() if name.endswith("running_var") and (t < 0).any()]:
         raise UserError(f"refusing {path}: {', '.join(negative[:3])} holds negative variances.")
