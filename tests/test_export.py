@@ -194,3 +194,15 @@ def test_full_disk_when_exporting(fmt: str, tiny_checkpoint: Path, tmp_path: Pat
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == "mnist-lite: error: cannot write out/model: No space left on device."
     assert not [line for line in result.stdout.splitlines() if line.startswith("out/")]  # not even a partial file
+
+
+def test_names_from_data_reach_the_terminal_escaped(tiny_checkpoint, in_tmp: Path, capsys) -> None:
+    """A run folder's name, on the Checkpoint line and in an error, cannot clear the screen or retitle it."""
+    run = in_tmp / "lightning_logs" / "version_\x1b[2J\x1b]0;owned\x07"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(tiny_checkpoint.read_bytes())
+    main(["export", "--ckpt_path", "last", "--format", "state_dict"])
+    out = capsys.readouterr().out
+    err = fails(["export", "--ckpt_path", str(run / "checkpoints" / "gone.ckpt")], capsys)
+    for said in (out, err):
+        assert "version_\\x1b[2J\\x1b]0;owned\\x07" in said and "\x1b" not in said and "\x07" not in said, said

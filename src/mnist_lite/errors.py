@@ -17,8 +17,16 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     return (lines[0][:limit] + "…" * (len(lines[0]) > limit)) if lines else type(error).__name__
 
 
+def printable(name: object) -> str:
+    """A name or path from data, its unprintable characters escaped: ``ESC[2J`` in it cannot clear the terminal."""
+    text = str(name)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def fail(message: str) -> NoReturn:
-    print(f"mnist-lite: error: {message}", file=sys.stderr)
+    """The error on stderr, exit 1; a path or value from data in it is shown escaped, line by line."""
+    shown = "\n".join(map(printable, message.splitlines()))
+    print(f"mnist-lite: error: {shown}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -53,7 +61,8 @@ class ConciseErrors:
             options = list(parser.get_defaults().keys())  # type: ignore[union-attr]
         except Exception:  # a default that cannot be built: no suggestion, the message still stands
             options = []
-        sys.stderr.write(f"{prog}: error: {concise(message, options)}\nSee '{prog} --help' for the accepted options.\n")
+        problem = printable(concise(message, options))  # a value given may hold escapes
+        sys.stderr.write(f"{prog}: error: {problem}\nSee '{prog} --help' for the accepted options.\n")
         sys.exit(2)
 
 

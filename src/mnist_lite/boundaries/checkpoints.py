@@ -251,4 +251,5 @@ def announce(path: Path, checkpoint: dict[str, Any]) -> None:
     parts = [f"run {run}"] if run else []
     if score is not None:
         parts.append(f"val_acc {score:.4f}")
-    print(f"Checkpoint: {path}" + (f" ({', '.join(parts)})" if parts else ""), flush=True)
+    said = f"Checkpoint: {path}" + (f" ({', '.join(parts)})" if parts else "")
+    print(files.printable(said), flush=True)  # the run's folder name is data

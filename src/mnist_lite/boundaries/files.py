@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from mnist_lite.errors import UserError
+from mnist_lite.errors import UserError, printable
 
 _KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
 
@@ -92,9 +92,3 @@ def write_atomically(data: bytes | memoryview, path: str | Path) -> None:
         os.replace(partial, path)
     finally:
         Path(partial).unlink(missing_ok=True)
-
-
-def printable(name: object) -> str:
-    """A name or path from data, its unprintable characters escaped: ``ESC[2J`` in it cannot clear the terminal."""
-    text = str(name)
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
