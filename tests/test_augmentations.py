@@ -139,8 +139,10 @@ def test_augment_command_writes_a_png(in_tmp: Path, data_dir: Path, capsys) -> N
         (["--index", "-1"], "-1 does not conform to restriction v>=0"),
         (["--index", "two"], "index: 'two' is not a NonNegativeInt"),
         (["--names", "affine", "zoom"], "unknown augmentation 'zoom'"),
+        (["--random", "--samples", "100000"], "--samples 100000: at most 32 draws per augmentation"),
+        (["--output", "grid.pgf"], "cannot write grid.pgf: name a .png, .pdf or .svg file."),
     ],
-    ids=["out-of-range", "negative", "not-a-number", "unknown-name"],
+    ids=["out-of-range", "negative", "not-a-number", "unknown-name", "samples-past-a-picture", "format-not-drawn"],
 )
 def test_augment_command_bad_input(args, expected, in_tmp: Path, data_dir: Path, capsys) -> None:
     err = fails(["augment", *args, f"--data_dir={data_dir}"], capsys)

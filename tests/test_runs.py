@@ -290,6 +290,13 @@ def test_a_checkpoint_name_that_holds_no_accuracy_is_never_the_best(tmp_path: Pa
     assert runs.score(checkpoints / "x-val_acc=1.2.3.ckpt") is None
 
 
+def test_runs_lists_a_run_whose_time_is_past_the_year_9999(tmp_path: Path, monkeypatch) -> None:
+    """tmpfs stores any modification time; datetime shows none past 9999."""
+    _run(tmp_path)
+    monkeypatch.setattr(runs, "_mtime", lambda path: 99_999_999_999_999.0)
+    assert runs.find_runs(tmp_path)[0]["started"].year == 9999
+
+
 def test_runs_shows_control_characters_in_names_as_escapes(tmp_path: Path) -> None:
     folder = _run(tmp_path, "version_\x1b[2J")
     (folder / "checkpoints" / "\x1b]0;owned\x07.ckpt").write_bytes(b"")

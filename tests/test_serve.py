@@ -391,6 +391,12 @@ def test_a_client_that_leaves_mid_body_costs_no_traceback(model, kind: str) -> N
     assert replies[0]["status"] == 400
 
 
+@pytest.mark.parametrize("name", ["example.com:8103", "http://foo.org"])
+def test_serve_refuses_an_allowed_host_that_could_never_match(name: str, tiny_checkpoint: Path, capsys) -> None:
+    err = fails(["serve", "--ckpt_path", str(tiny_checkpoint), "--allowed_hosts", name], capsys)
+    assert f"--allowed_hosts {name!r}: give host names alone, as example.com (no scheme, no port)." in err
+
+
 @pytest.mark.parametrize("host", ["", "0", "*"])
 def test_serve_refuses_a_host_that_is_no_address(host: str, tiny_checkpoint: Path, capsys) -> None:
     err = fails(["serve", "--ckpt_path", str(tiny_checkpoint), "--host", host], capsys)

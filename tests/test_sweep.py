@@ -373,6 +373,20 @@ STORED_FINGERPRINTS = {
 }
 
 
+@pytest.mark.parametrize(
+    "sql",
+    ["update trials set datetime_start = 'notadate'", "update trial_params set distribution_json = 'garbage'"],
+    ids=["date", "distribution"],
+)
+def test_stored_records_optuna_cannot_decode_refuse_the_study_in_a_line(sql: str, stored, in_tmp: Path, capsys) -> None:
+    """Records another process wrote, read as the sweep starts: one line, not Optuna's traceback."""
+    args, _ = stored
+    with sqlite3.connect(in_tmp / "study.db") as database:
+        database.execute(sql)
+    err = fails(args, capsys, max_lines=1)
+    assert "study 'stored' in sqlite:///" in err and "its records cannot be read" in err, err
+
+
 @pytest.mark.parametrize("case", STORED_FINGERPRINTS)
 def test_a_stored_fingerprint_that_does_not_parse_refuses_the_study_in_a_line(case: str, stored, capsys) -> None:
     args, study = stored

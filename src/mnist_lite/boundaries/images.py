@@ -23,7 +23,8 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.form
 
 
 def find_inputs(path: str | Path) -> list[Path]:
-    """``path``, or each non-hidden file below it, sorted; walked without recursion (any depth) or links (no loops)."""
+    """``path``, or each non-hidden file below it, sorted; walked without recursion (any depth), never into a link to
+    a folder (no loops)."""
     path = Path(path)
     if not path.is_dir():
         if not (path.exists() or path.is_symlink()):

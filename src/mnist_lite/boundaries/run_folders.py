@@ -25,6 +25,7 @@ MAX_CONFIG_BYTES = 1_000_000  # a run's config.yaml is a few kB
 MAX_METRICS_BYTES = 16_000_000  # a metrics.csv of 100 epochs logged at every step is about 8 MB
 MAX_METRIC = 1e15  # far above any step, count, loss or accuracy; a plot's axis breaks near float's own limit
 MAX_HISTORY = 10  # runs followed back through their resumes: each may hold a metrics.csv of MAX_METRICS_BYTES
+LAST_TIME = 253_402_300_799  # 9999-12-31, the last second datetime shows
 UNREADABLE = "unreadable"  # the cell of a value its file does not give
 CKPT_HELP = (
     "a .ckpt file; 'last' for the newest run's last checkpoint; 'best' for the checkpoint with the highest "
@@ -172,7 +173,8 @@ def find_runs(root: Path = LOG_ROOT) -> list[dict[str, Any]]:
     found = []
     for config in root.glob("*/config.yaml"):
         folder = config.parent
-        run = {"run": folder, "started": datetime.fromtimestamp(_mtime(config)), "checkpoints": checkpoints(folder)}
+        started = datetime.fromtimestamp(min(max(_mtime(config), 0), LAST_TIME))  # tmpfs stores any time
+        run = {"run": folder, "started": started, "checkpoints": checkpoints(folder)}
         run |= _columns(("configs", "overrides"), _command, folder)
         run |= _columns(("resumed",), lambda folder: (resumed_from(folder),), folder)
         run |= _columns(("parameters", "val_acc", "epochs"), _summary, folder / "metrics.csv")

@@ -7,6 +7,8 @@ from mnist_lite.errors import UserError
 from mnist_lite.training import data_source
 from mnist_lite.training.augmentations import REGISTRY, TrainingAugmentation
 
+MAX_SAMPLES = 32  # a row of the picture each
+
 
 def augment(
     index: NonNegativeInt = 0,
@@ -30,6 +32,8 @@ def augment(
     """
     from mnist_lite.training import figures  # matplotlib: only for the commands that draw
 
+    if samples > MAX_SAMPLES:
+        raise UserError(f"--samples {samples}: at most {MAX_SAMPLES} draws per augmentation fit in a picture.")
     names = list(REGISTRY) if names is None else names
     TrainingAugmentation(dict.fromkeys(names))  # each name is one of the nine, or a UserError that lists them
     data_source.prepare(data_dir)

@@ -32,7 +32,7 @@ def curves(log_dir: str, output: str | None = None) -> None:
             raise UserError(_missing(folder) if isinstance(e, FileNotFoundError) else f"cannot read {e}.") from None
         if not older and run == folder:  # no step was logged yet, or an evaluation's folder (test/, validate/)
             metrics = files.printable(folder / "metrics.csv")
-            raise UserError(f"{metrics} holds no training metrics: pass the folder of a fit (see mnist-lite runs).")
+            raise UserError(f"{metrics} holds no training metrics yet (a test/ or validate/ folder holds none).")
         if rows:
             resumed_at.append(rows[0]["step"])
             older = [row for row in older if row["step"] < rows[0]["step"]]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 
@@ -37,6 +38,8 @@ def serve(
     """
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port} is not a port: choose one from 1 to 65535, or 0 for any free one.")
+    if odd := [name for name in allowed_hosts or () if name != "*" and not re.fullmatch(r"[\w.-]+", name)]:
+        raise UserError(f"--allowed_hosts {odd[0]!r}: give host names alone, as example.com (no scheme, no port).")
     if host.strip() in ("", "0", "*"):
         raise UserError(f"--host {host!r} is not an address: 127.0.0.1 for this machine, 0.0.0.0 for every network.")
     try:

@@ -73,12 +73,12 @@ def create_app(
             return Response(status_code=400)
         try:
             answers = await anyio.to_thread.run_sync(functools.partial(read_digits, model, sent), limiter=one_at_a_time)
+            return JSONResponse(answers if several else answers[0])  # NaN from a model that overflows: not JSON
         except Refused:
             raise
         except Exception:
             log.exception("POST /predict failed")
             return JSONResponse({"error": "internal error; the server's log has the details."}, status_code=500)
-        return JSONResponse(answers if several else answers[0])
 
     return app
 

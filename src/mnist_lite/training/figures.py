@@ -71,6 +71,7 @@ def error_grid(confidence: torch.Tensor, images: torch.Tensor, true: torch.Tenso
     return _captioned_grid(title, list(images), captions, cols=4)
 
 
+FORMATS = ("png", "pdf", "svg")  # what matplotlib writes without other programs
 SERIES = (  # the metric's name in metrics.csv, with {} for loss or acc; its label; its colour
     ("train_{}", "train, per logged step: raw (faint) and smoothed", "tab:blue"),
     ("train_{}_epoch", "train, epoch mean", "tab:orange"),
@@ -112,9 +113,12 @@ def learning_curves(
 
 
 def _smoothed(values: np.ndarray) -> np.ndarray:
-    """A centred moving average over about a tenth of the points: no lag, and each end averages what it has."""
-    window = np.ones(max(5, len(values) // 10) | 1)
-    return np.convolve(values, window, "same") / np.convolve(np.ones_like(values), window, "same")
+    """A centred moving average over about a tenth of the points: no lag, and each end averages what it has.
+    From cumulative sums: linear in the points, where a convolution with the window grows with their square."""
+    half, index = (max(5, len(values) // 10) | 1) // 2, np.arange(len(values))
+    low, high = np.maximum(index - half, 0), np.minimum(index + half + 1, len(values))
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    return (sums[high] - sums[low]) / (high - low)
 
 
 def _with_margins(fig: Figure) -> Figure:
@@ -152,8 +156,10 @@ def save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"cannot write {files.printable(path)}: folder {files.printable(path.parent)} does not exist.")
+    if (kind := path.suffix[1:].lower() or "png") not in FORMATS:
+        raise UserError(f"cannot write {files.printable(path)}: name a .png, .pdf or .svg file.")
     image = io.BytesIO()
-    fig.savefig(image, dpi=120, format=path.suffix[1:].lower() or "png")
+    fig.savefig(image, dpi=120, format=kind)
     try:
         files.write_atomically(image.getbuffer(), path)
     except OSError as e:

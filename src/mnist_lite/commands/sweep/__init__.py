@@ -52,8 +52,8 @@ def sweep(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--output {folder}: {e.strerror or e}.") from None
-    optuna.storages.fail_stale_trials(the_study)  # the running trials of workers that died (else at each start)
-    done = len(the_study.trials)
+    # The running trials of workers that died are failed now (else at each start); records others wrote are read here.
+    done = database.read(settings, lambda: optuna.storages.fail_stale_trials(the_study) or len(the_study.trials))
     print(f"Study {name!r} in {database.shown(storage)}: {done} trials so far; this run adds {trials}.", flush=True)
     objective.run(the_study, settings, trials, jobs)
     outputs.write(the_study, base, settings)
