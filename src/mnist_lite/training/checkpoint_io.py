@@ -19,7 +19,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def __init__(self) -> None:
         super().__init__()
-        self.written: set[Path] = set()
+        self.folders: set[Path] = set()  # where this process writes checkpoints
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
@@ -28,7 +28,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             files.write_atomically(buffer.getbuffer(), path)
-            self.written.add(path.resolve())
+            self.folders.add(path.resolve().parent)
         except OSError as e:
             raise UserError(
                 f"cannot write checkpoint {path}: {e.strerror or e}. Free space or log elsewhere."
@@ -46,7 +46,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
         which are data: only a .ckpt file in a folder this process writes checkpoints into is removed, never a link
         (tests/test_trust.py)."""
         given, resolved = Path(path), Path(path).resolve()
-        ours = resolved.suffix == ".ckpt" and resolved.parent in {p.parent for p in self.written}
+        ours = resolved.suffix == ".ckpt" and resolved.parent in self.folders
         if ours and not given.is_symlink() and resolved.is_file():
-            self.written.discard(resolved)
             resolved.unlink()
